@@ -1,0 +1,118 @@
+//! hyperd's configuration: command-line flags over an optional TOML file over defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_ROOT: &str = "/var/lib/hyper";
+pub const DEFAULT_SOCKET: &str = "/run/hyper/hyper.sock";
+
+/// Command-line flags. Every flag may also be given in the `--config` TOML file (same names, `_` for `-`);
+/// a flag on the command line wins.
+#[derive(Debug, Parser)]
+#[command(name = "hyperd", version, about = "The hyper daemon: pods in lightweight VMs")]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for all persistent state (images, pods, the database).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Unix socket the API is served on (mode 0660).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// A registry (HOST[:PORT]) that may be used over plain HTTP or without certificate checks. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// A pull mirror for a registry, e.g. docker.io=http://127.0.0.1:5000. Repeatable; tried in order.
+    #[arg(long = "registry-mirror", value_name = "REGISTRY=URL")]
+    pub registry_mirrors: Vec<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    root: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    #[serde(default, alias = "insecure-registry", alias = "insecure_registry")]
+    insecure_registries: Vec<String>,
+    #[serde(default, alias = "registry-mirror", alias = "registry_mirror")]
+    registry_mirrors: Vec<String>,
+    log_level: Option<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub insecure_registries: Vec<String>,
+    /// registry -> mirror URLs, in order
+    pub registry_mirrors: BTreeMap<String, Vec<String>>,
+    pub log_level: log::LevelFilter,
+}
+
+impl Config {
+    pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
+        let file = match &flags.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let mirrors_raw = if flags.registry_mirrors.is_empty() {
+            file.registry_mirrors
+        } else {
+            flags.registry_mirrors
+        };
+        let mut registry_mirrors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for m in mirrors_raw {
+            let Some((reg, url)) = m.split_once('=') else {
+                bail!("--registry-mirror {m:?}: expected REGISTRY=URL, e.g. docker.io=http://127.0.0.1:5000");
+            };
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--registry-mirror {m:?}: the mirror URL must start with http:// or https://");
+            }
+            registry_mirrors
+                .entry(reg.to_string())
+                .or_default()
+                .push(url.trim_end_matches('/').to_string());
+        }
+        let insecure = if flags.insecure_registries.is_empty() {
+            file.insecure_registries
+        } else {
+            flags.insecure_registries
+        };
+        for h in &insecure {
+            if h.contains('/') {
+                bail!("--insecure-registry {h:?}: expected HOST[:PORT] without a scheme or path");
+            }
+        }
+        let level = flags
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".into());
+        let log_level = level
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid log level {level:?} (error, warn, info, debug, trace)"))?;
+        Ok(Config {
+            root: flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()),
+            socket: flags
+                .socket
+                .or(file.socket)
+                .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            insecure_registries: insecure,
+            registry_mirrors,
+            log_level,
+        })
+    }
+}
+
+fn load_file(p: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", p.display()))
+}

@@ -1,0 +1,128 @@
+//! The daemon's state and its lifecycle: open the store, serve the socket, shut down.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use hyper_util::rt::TokioIo;
+use image_store::{CredentialStore, ImageStore, RegistryClient, RegistryConfig};
+use tokio::net::UnixListener;
+
+use crate::config::Config;
+
+/// Everything the API handlers share.
+#[derive(Debug)]
+pub struct Daemon {
+    pub config: Config,
+    pub images: ImageStore,
+    _lock: std::fs::File,
+}
+
+impl Daemon {
+    /// Opens the state under the configured root (one daemon per root).
+    pub fn open(config: Config) -> anyhow::Result<Daemon> {
+        std::fs::create_dir_all(&config.root)
+            .with_context(|| format!("creating {}", config.root.display()))?;
+        std::fs::set_permissions(&config.root, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("setting mode of {}", config.root.display()))?;
+        let lock = lock_root(&config.root)?;
+        let db_path = config.root.join("hyperd.redb");
+        let db = redb::Database::create(&db_path)
+            .with_context(|| format!("opening database {}", db_path.display()))?;
+        let db = Arc::new(db);
+        let creds = Arc::new(CredentialStore::new(&config.root.join("auth.json")));
+        let client = RegistryClient::new(
+            RegistryConfig {
+                insecure: config.insecure_registries.clone(),
+                mirrors: config.registry_mirrors.clone(),
+            },
+            creds,
+        );
+        let images =
+            ImageStore::open(&config.root.join("image"), db, client).context("opening the image store")?;
+        Ok(Daemon {
+            config,
+            images,
+            _lock: lock,
+        })
+    }
+
+    /// Serves the API until SIGTERM or SIGINT.
+    pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+        let listener = bind(&self.config.socket)?;
+        log::info!(
+            "hyperd {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            self.config.socket.display()
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(s) => s,
+                        Err(e) => { log::warn!("accept: {e}"); continue; }
+                    };
+                    let d = self.clone();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            let d = d.clone();
+                            async move { Ok::<_, std::convert::Infallible>(crate::routes::route(d, req).await) }
+                        });
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .with_upgrades()
+                            .await
+                        {
+                            log::debug!("connection: {e}");
+                        }
+                    });
+                }
+                _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
+                _ = int.recv() => { log::info!("SIGINT: shutting down"); break; }
+            }
+        }
+        let _ = std::fs::remove_file(&self.config.socket);
+        Ok(())
+    }
+}
+
+fn lock_root(root: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = root.join("hyperd.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        bail!(
+            "another hyperd is already using {} (lock {} is held)",
+            root.display(),
+            path.display()
+        );
+    }
+    Ok(f)
+}
+
+/// Binds the API socket: removes a stale socket file, refuses if another daemon answers on it.
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another daemon is serving {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting mode of {}", path.display()))?;
+    Ok(l)
+}
