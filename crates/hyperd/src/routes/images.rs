@@ -294,6 +294,7 @@ pub async fn login(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
         .credentials()
         .set(&registry, &cred)
         .map_err(|e| api_error(ErrorKind::Internal, web::chain(&e)))?;
+    d.images.registry().forget_tokens(&registry);
     log::info!("stored credentials for {registry}");
     Ok(web::ok(
         &serde_json::json!({ "registry": registry, "status": "Login Succeeded" }),
@@ -309,6 +310,7 @@ pub async fn logout(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
         .credentials()
         .remove(&registry)
         .map_err(|e| api_error(ErrorKind::Internal, web::chain(&e)))?;
+    d.images.registry().forget_tokens(&registry);
     if !had {
         return Err(api_error(
             ErrorKind::NotFound,

@@ -198,6 +198,11 @@ impl RegistryClient {
         &self.inner.creds
     }
 
+    /// Forgets cached tokens of a registry host (after its credentials changed).
+    pub fn forget_tokens(&self, host: &str) {
+        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner()).retain(|(h, _), _| h != host);
+    }
+
     fn origin(&self, registry: &str) -> Endpoint {
         let host = if registry == DEFAULT_REGISTRY {
             "registry-1.docker.io"
