@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Build hyper: the workspace binaries and the test fixtures (under target/debug/fixtures).
+# Build hyper: the workspace binaries, the static hyperstart agent, and the test fixtures.
+#   target/debug/{hyperd,hyper}     the daemon and the CLI
+#   target/debug/hyperstart         the agent, statically linked (it runs as PID 1 inside VMs too)
+#   target/debug/fixtures/          a busybox image built from Debian's busybox-static
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace ${CARGO_BUILD_FLAGS:-}
+cargo build ${CARGO_BUILD_FLAGS:-}
+# The agent must not depend on the host's libraries: glibc, linked statically. RUSTFLAGS with an explicit
+# --target applies to the agent only, not to build scripts and proc-macros.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build -p hyperstart --target x86_64-unknown-linux-gnu ${CARGO_BUILD_FLAGS:-}
+install -m 0755 target/x86_64-unknown-linux-gnu/debug/hyperstart target/debug/hyperstart
 fixtures=target/debug/fixtures
 mkdir -p "$fixtures"
 if [ ! -f "$fixtures/busybox.tar" ] || [ scripts/build-busybox-image.py -nt "$fixtures/busybox.tar" ] || [ /bin/busybox -nt "$fixtures/busybox.tar" ]; then

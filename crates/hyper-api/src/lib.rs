@@ -4,6 +4,8 @@
 //! the engine.
 
 pub mod image;
+pub mod pod;
+pub mod stream;
 pub mod system;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,8 @@ pub enum ErrorKind {
     NotFound,
     /// The object is not in a state that allows the operation (409).
     Conflict,
+    /// The request is valid but names something that exists already (409).
+    AlreadyExists,
     /// A remote party (registry) failed or sent bad data (502).
     Upstream,
     /// Anything else (500).
@@ -37,7 +41,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => 400,
             ErrorKind::Unauthorized => 401,
             ErrorKind::NotFound => 404,
-            ErrorKind::Conflict => 409,
+            ErrorKind::Conflict | ErrorKind::AlreadyExists => 409,
             ErrorKind::Upstream => 502,
             ErrorKind::Internal => 500,
         }

@@ -95,6 +95,10 @@ impl Client {
         Err(error_from(resp).await)
     }
 
+    pub fn socket_path(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let resp = self.send(Method::GET, path, empty(), "application/json").await?;
         read_json(resp).await
@@ -153,7 +157,7 @@ async fn read_json<T: DeserializeOwned>(resp: http::Response<Incoming>) -> Resul
     serde_json::from_slice(&body).map_err(|e| ClientError::Malformed(format!("{e}")))
 }
 
-async fn error_from(resp: http::Response<Incoming>) -> ClientError {
+pub async fn error_from(resp: http::Response<Incoming>) -> ClientError {
     let status = resp.status();
     let body = match resp.into_body().collect().await {
         Ok(b) => b.to_bytes(),

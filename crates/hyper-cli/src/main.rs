@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod output;
+mod stream;
 
 use std::process::ExitCode;
 
@@ -46,8 +47,30 @@ enum Command {
     Tag(commands::images::TagArgs),
     /// List images.
     Images(commands::images::ImagesArgs),
-    /// Show an image's details as JSON.
+    /// Show a pod's (or else an image's) details as JSON.
     Inspect(commands::images::InspectArgs),
+    /// Create a pod from a podfile (Created: storage allocated, images pulled, no sandbox).
+    Create(commands::pods::CreateArgs),
+    /// Start created pods (each in a new sandbox).
+    Start(commands::pods::StartArgs),
+    /// Create and start a pod from a podfile, or from an image and a command.
+    Run(commands::pods::RunArgs),
+    /// Stop running pods: their sandboxes end, the pods are Created again.
+    Stop(commands::pods::StopArgs),
+    /// Remove pods and everything they own.
+    Rm(commands::pods::RmArgs),
+    /// Run a created pod in a running pod's sandbox (the running pod stops).
+    Replace(commands::pods::ReplaceArgs),
+    /// Run a command in a running container.
+    Exec(commands::pods::ExecArgs),
+    /// Attach to a running container's input and output.
+    Attach(commands::pods::AttachArgs),
+    /// Show a container's log.
+    Logs(commands::pods::LogsArgs),
+    /// Send a signal to the containers of pods.
+    Kill(commands::pods::KillArgs),
+    /// List pods or containers.
+    List(commands::pods::ListArgs),
     /// Remove images.
     Rmi(commands::images::RmiArgs),
     /// Store credentials for a registry.
@@ -83,6 +106,17 @@ fn main() -> ExitCode {
             Command::Rmi(a) => commands::images::rmi(&client, a).await,
             Command::Login(a) => commands::images::login(&client, a).await,
             Command::Logout(a) => commands::images::logout(&client, a).await,
+            Command::Create(a) => commands::pods::create(&client, a).await,
+            Command::Start(a) => commands::pods::start(&client, a).await,
+            Command::Run(a) => commands::pods::run(&client, a).await,
+            Command::Stop(a) => commands::pods::stop(&client, a).await,
+            Command::Rm(a) => commands::pods::rm(&client, a).await,
+            Command::Replace(a) => commands::pods::replace(&client, a).await,
+            Command::Exec(a) => commands::pods::exec(&client, a).await,
+            Command::Attach(a) => commands::pods::attach(&client, a).await,
+            Command::Logs(a) => commands::pods::logs(&client, a).await,
+            Command::Kill(a) => commands::pods::kill(&client, a).await,
+            Command::List(a) => commands::pods::list(&client, a).await,
         }
     });
     match result {

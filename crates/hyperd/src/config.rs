@@ -33,6 +33,12 @@ pub struct Flags {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Sandbox driver: `ns` (host namespaces).
+    #[arg(long, value_name = "DRIVER")]
+    pub driver: Option<String>,
+    /// The static hyperstart agent binary (default: `hyperstart` next to hyperd).
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +51,8 @@ struct FileConfig {
     #[serde(default, alias = "registry-mirror", alias = "registry_mirror")]
     registry_mirrors: Vec<String>,
     log_level: Option<String>,
+    driver: Option<String>,
+    agent: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -56,6 +64,8 @@ pub struct Config {
     /// registry -> mirror URLs, in order
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub log_level: log::LevelFilter,
+    pub driver: String,
+    pub agent: PathBuf,
 }
 
 impl Config {
@@ -99,7 +109,17 @@ impl Config {
         let log_level = level
             .parse()
             .map_err(|_| anyhow::anyhow!("invalid log level {level:?} (error, warn, info, debug, trace)"))?;
+        let driver = flags.driver.or(file.driver).unwrap_or_else(|| "ns".into());
+        if driver != "ns" {
+            bail!("--driver {driver:?}: unknown sandbox driver (ns)");
+        }
+        let agent = match flags.agent.or(file.agent) {
+            Some(a) => a,
+            None => std::env::current_exe().context("locating hyperd")?.with_file_name("hyperstart"),
+        };
         Ok(Config {
+            driver,
+            agent,
             root: flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()),
             socket: flags
                 .socket

@@ -15,7 +15,8 @@ use crate::config::Config;
 #[derive(Debug)]
 pub struct Daemon {
     pub config: Config,
-    pub images: ImageStore,
+    pub images: Arc<ImageStore>,
+    pub engine: Arc<libpod::Engine>,
     _lock: std::fs::File,
 }
 
@@ -39,17 +40,27 @@ impl Daemon {
             },
             creds,
         );
-        let images =
-            ImageStore::open(&config.root.join("image"), db, client).context("opening the image store")?;
-        Ok(Daemon {
-            config,
-            images,
-            _lock: lock,
-        })
+        let images = Arc::new(ImageStore::open(&config.root.join("image"), db.clone(), client).context("opening the image store")?);
+        if !config.agent.is_file() {
+            bail!("the agent binary {} does not exist (build it with scripts/build.sh, or give --agent)", config.agent.display());
+        }
+        let driver: Arc<dyn sandbox::Driver> = match config.driver.as_str() {
+            "ns" => Arc::new(sandbox::ns::NsDriver::new(config.agent.clone())),
+            other => bail!("unknown sandbox driver {other:?}"),
+        };
+        let engine = libpod::Engine::new(
+            libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(30) },
+            db,
+            images.clone(),
+            driver,
+        )
+        .context("opening the pod engine")?;
+        Ok(Daemon { config, images, engine, _lock: lock })
     }
 
     /// Serves the API until SIGTERM or SIGINT.
     pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+        self.engine.recover().await;
         let listener = bind(&self.config.socket)?;
         log::info!(
             "hyperd {} listening on {}",

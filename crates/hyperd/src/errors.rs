@@ -40,3 +40,16 @@ pub fn registry_kind(e: &RegistryError) -> ErrorKind {
         _ => ErrorKind::Upstream,
     }
 }
+
+pub fn pod_error(e: &libpod::PodError) -> ApiError {
+    use libpod::PodError as P;
+    let kind = match e {
+        P::InvalidArgument(_) | P::Spec(_) => ErrorKind::InvalidArgument,
+        P::NotFound(_) => ErrorKind::NotFound,
+        P::AlreadyExists(_) => ErrorKind::AlreadyExists,
+        P::Conflict(_) => ErrorKind::Conflict,
+        P::Image { source, .. } => image_error(source).kind,
+        P::Sandbox(_) | P::Internal(_) => ErrorKind::Internal,
+    };
+    ApiError { kind, message: chain(e) }
+}

@@ -7,9 +7,8 @@ struct Logger;
 impl log::Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
         // Our crates at the configured level; dependencies only when they warn.
-        m.target().starts_with("hyperd")
-            || m.target().starts_with("image_store")
-            || m.level() <= log::Level::Warn
+        ["hyperd", "image_store", "libpod", "sandbox"].iter().any(|t| m.target().starts_with(t)) || m.level() <= log::Level::Warn
+
     }
     fn log(&self, r: &Record) {
         if self.enabled(r.metadata()) {

@@ -140,3 +140,8 @@ pub fn signal_number(s: &str) -> Option<i32> {
         }
     })
 }
+
+/// Converts YAML text to JSON (for clients that send podfiles as JSON).
+pub fn yaml_to_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
+}

@@ -343,7 +343,20 @@ fn short_id(id: &str) -> String {
 }
 
 pub async fn inspect(c: &Client, a: InspectArgs) -> CmdResult {
-    let i: api::ImageInspect = c.get(&format!("/images/inspect?name={}", q(&a.name))).await?;
+    match c.get::<hyper_api::pod::PodInspect>(&format!("/pods/inspect?pod={}", q(&a.name))).await {
+        Ok(p) => {
+            output::print_json(&p);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(client::ClientError::Api(e)) if e.kind == hyper_api::ErrorKind::NotFound => {}
+        Err(e) => return Err(Box::new(e)),
+    }
+    let i: api::ImageInspect = c.get(&format!("/images/inspect?name={}", q(&a.name))).await.map_err(|e| match e {
+        client::ClientError::Api(e) if e.kind == hyper_api::ErrorKind::NotFound => {
+            format!("no such pod or image: {}", a.name).into()
+        }
+        e => Box::<dyn std::error::Error>::from(e.to_string()),
+    })?;
     output::print_json(&i);
     Ok(ExitCode::SUCCESS)
 }

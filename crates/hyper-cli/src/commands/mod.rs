@@ -1,6 +1,7 @@
 //! One module per group of subcommands; each function is a thin adapter over one API call.
 
 pub mod images;
+pub mod pods;
 pub mod system;
 
 /// What a command returns: its exit code, or an error printed by `main`.

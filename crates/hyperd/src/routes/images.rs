@@ -14,7 +14,7 @@ use crate::web::{self, Req, Resp, api_error};
 
 type Line<R> = StreamLine<api::Progress, R>;
 
-fn progress_line(p: Progress) -> api::Progress {
+pub fn progress_line(p: Progress) -> api::Progress {
     match p {
         Progress::Status { text } => api::Progress::Status { text },
         Progress::Layer {

@@ -1,6 +1,7 @@
 //! The API router: (method, path) to handler. Every route is under `/v1`.
 
 pub mod images;
+pub mod pods;
 pub mod system;
 
 use std::sync::Arc;
@@ -51,6 +52,18 @@ async fn dispatch(d: Arc<Daemon>, req: Req, method: &Method, path: &str) -> Resu
         (&Method::DELETE, "/images") => images::remove(d, req).await,
         (&Method::POST, "/auth/login") => images::login(d, req).await,
         (&Method::POST, "/auth/logout") => images::logout(d, req).await,
+        (&Method::GET, "/pods") => pods::list(d).await,
+        (&Method::POST, "/pods") => pods::create(d, req).await,
+        (&Method::DELETE, "/pods") => pods::remove(d, req).await,
+        (&Method::GET, "/pods/inspect") => pods::inspect(d, req).await,
+        (&Method::POST, "/pods/start") => pods::start(d, req).await,
+        (&Method::POST, "/pods/stop") => pods::stop(d, req).await,
+        (&Method::POST, "/pods/replace") => pods::replace(d, req).await,
+        (&Method::POST, "/pods/kill") => pods::kill(d, req).await,
+        (&Method::GET, "/pods/logs") => pods::logs(d, req).await,
+        (&Method::POST, "/pods/attach") => pods::attach(d, req).await,
+        (&Method::POST, "/pods/exec") => pods::exec(d, req).await,
+        (&Method::GET, "/containers") => pods::containers(d).await,
         _ => Err(api_error(
             ErrorKind::NotFound,
             format!("no route for {method} {path}"),

@@ -26,10 +26,10 @@ pub async fn info(d: Arc<Daemon>) -> Result<Resp, ApiError> {
         root: d.config.root.display().to_string(),
         socket: d.config.socket.display().to_string(),
         images,
-        pods: 0,
-        pods_running: 0,
-        driver: "none".into(),
-        driver_status: vec![],
+        pods: d.engine.counts().0,
+        pods_running: d.engine.counts().1,
+        driver: d.engine.driver().name().into(),
+        driver_status: d.engine.driver().info(),
         insecure_registries: d.config.insecure_registries.clone(),
         registry_mirrors: d
             .config

@@ -1,0 +1,37 @@
+//! The protocol between hyperd and hyperstart (the agent that is PID 1 of a pod's sandbox).
+//!
+//! One byte stream (a unix socket for the ns driver, a virtio-serial port for VMs) carries frames:
+//!
+//! ```text
+//! | u8 version | u8 kind | u16 flags=0 | u32 stream | u32 length | payload (length bytes) |   big-endian
+//! ```
+//!
+//! | kind | stream | payload |
+//! |---|---|---|
+//! | `Request` (1) | 0 | JSON [`Request`] with an id |
+//! | `Response` (2) | 0 | JSON [`Response`] for that id |
+//! | `Event` (3) | 0 | JSON [`Event`] (agent to daemon) |
+//! | `Data` (4) | id | u64 offset, then bytes |
+//! | `Ack` (5) | id | u64 offset: everything below it was consumed (written to a pipe, or persisted to a log) |
+//! | `Close` (6) | id | u64 offset: end of stream at that offset (EOF of an output, or close of an input) |
+//!
+//! Streams carry process stdio. Each direction of a stream is flow-controlled: a sender keeps what it sent until
+//! it is acknowledged and never has more than [`WINDOW`] bytes unacknowledged, so a slow consumer slows the
+//! producer down and no byte is ever dropped. Offsets count bytes from the start of the stream; after a
+//! reconnection the daemon tells the agent, per stream, the offset it has (see [`Request::Attach`]) and the agent
+//! resends from there. See docs/agent-protocol.md.
+
+mod frame;
+mod messages;
+
+pub use frame::{Decoder, Frame, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD, encode, encode_ack, encode_close, encode_data};
+pub use messages::*;
+
+/// Protocol version: the first byte of every frame, and what `Hello` negotiates.
+pub const VERSION: u8 = 1;
+
+/// Unacknowledged bytes a stream sender may have in flight.
+pub const WINDOW: u64 = 256 << 10;
+
+/// The name of the virtio-serial port the agent listens on inside a VM.
+pub const VIRTIO_PORT_NAME: &str = "sh.hyper.agent";

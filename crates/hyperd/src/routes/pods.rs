@@ -1,0 +1,334 @@
+//! Pod routes, and the interactive sessions (attach, exec, run -t) over upgraded connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::{Response, StatusCode, header};
+use bytes::Bytes;
+use hyper_api::pod as api;
+use hyper_api::stream as st;
+use hyper_api::{ApiError, ErrorKind, StreamLine};
+use hyper_util::rt::TokioIo;
+use image_store::ProgressSink;
+use libpod::{AttachHandle, Chunk, InputHandle, PodRecord};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::daemon::Daemon;
+use crate::errors::pod_error;
+use crate::routes::images::progress_line;
+use crate::web::{self, Req, Resp, api_error};
+
+fn summary(p: &PodRecord, driver: &str) -> api::PodSummary {
+    api::PodSummary {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        state: p.state.as_str().into(),
+        driver: p.sandbox.as_ref().map(|s| s.driver.clone()).unwrap_or_else(|| driver.to_string()),
+        created: p.created.clone(),
+        containers: p.containers.len(),
+    }
+}
+
+pub async fn create(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let body: api::CreateRequest = web::read_json(req).await?;
+    let (tx, resp) = web::ndjson_stream();
+    tokio::spawn(async move {
+        let t2 = tx.clone();
+        let progress = ProgressSink::new(move |p| t2.try_line::<hyper_api::image::Progress, api::CreatedPod>(&StreamLine::Progress(progress_line(p))));
+        let line = match d.engine.create(body.spec, body.auto_remove, progress).await {
+            Ok(p) => StreamLine::Result(api::CreatedPod { id: p.id, name: p.name }),
+            Err(e) => StreamLine::Error(pod_error(&e)),
+        };
+        tx.line::<hyper_api::image::Progress, api::CreatedPod>(&line).await;
+    });
+    Ok(resp)
+}
+
+fn pod_param(q: &std::collections::HashMap<String, Vec<String>>) -> Result<String, ApiError> {
+    web::require(q, "pod")
+}
+
+pub async fn start(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    if web::query_bool(&q, "attach") {
+        let container = web::query_one(&q, "container");
+        let h = d.engine.start_attached(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
+        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, tty: h.tty }));
+    }
+    let p = d.engine.start(&pod).await.map_err(|e| pod_error(&e))?;
+    Ok(web::ok(&summary(&p, d.engine.driver().name())))
+}
+
+pub async fn stop(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let secs: u64 = match web::query_one(&q, "time") {
+        Some(t) => t.parse().map_err(|_| api_error(ErrorKind::InvalidArgument, format!("invalid time {t:?}")))?,
+        None => 10,
+    };
+    let p = d.engine.stop(&pod, Duration::from_secs(secs)).await.map_err(|e| pod_error(&e))?;
+    Ok(web::ok(&summary(&p, d.engine.driver().name())))
+}
+
+pub async fn remove(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let p = d.engine.remove(&pod, web::query_bool(&q, "force")).await.map_err(|e| pod_error(&e))?;
+    Ok(web::ok(&summary(&p, d.engine.driver().name())))
+}
+
+pub async fn replace(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let body: api::ReplaceRequest = web::read_json(req).await?;
+    let p = d.engine.replace(&body.old, &body.new).await.map_err(|e| pod_error(&e))?;
+    Ok(web::ok(&summary(&p, d.engine.driver().name())))
+}
+
+pub async fn kill(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let sig = web::query_one(&q, "signal").unwrap_or_else(|| "KILL".into());
+    let n = podspec::signal_number(&sig).ok_or_else(|| api_error(ErrorKind::InvalidArgument, format!("unknown signal {sig:?}")))?;
+    let p = d.engine.kill(&pod, n).await.map_err(|e| pod_error(&e))?;
+    Ok(web::ok(&summary(&p, d.engine.driver().name())))
+}
+
+pub async fn list(d: Arc<Daemon>) -> Result<Resp, ApiError> {
+    let pods = d.engine.list().map_err(|e| pod_error(&e))?;
+    let driver = d.engine.driver().name();
+    Ok(web::ok(&pods.iter().map(|p| summary(p, driver)).collect::<Vec<_>>()))
+}
+
+pub async fn containers(d: Arc<Daemon>) -> Result<Resp, ApiError> {
+    let pods = d.engine.list().map_err(|e| pod_error(&e))?;
+    let mut out = Vec::new();
+    for p in &pods {
+        for c in &p.containers {
+            out.push(api::ContainerSummary {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                pod_id: p.id.clone(),
+                pod_name: p.name.clone(),
+                image: c.image.clone(),
+                state: c.status.state.clone(),
+                exit_code: c.status.exit_code,
+            });
+        }
+    }
+    Ok(web::ok(&out))
+}
+
+pub fn inspect_pod(d: &Daemon, key: &str) -> Result<api::PodInspect, ApiError> {
+    let p = d.engine.get(key).map_err(|e| pod_error(&e))?;
+    Ok(api::PodInspect {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        state: p.state.as_str().into(),
+        failure: p.failure.clone(),
+        created: p.created.clone(),
+        hostname: p.hostname.clone(),
+        resource: api::Resource { vcpu: p.vcpu, memory: p.memory },
+        sandbox: p.sandbox.as_ref().map(|s| api::SandboxInfo {
+            id: s.id.clone(),
+            driver: s.driver.clone(),
+            pid: s.pid,
+            started: s.started.clone(),
+            details: s.details.clone(),
+        }),
+        containers: p
+            .containers
+            .iter()
+            .map(|c| api::ContainerInspect {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                image_id: c.image_id.clone(),
+                state: c.status.state.clone(),
+                pid: c.status.pid,
+                exit_code: c.status.exit_code,
+                restarts: c.status.restarts,
+                started: c.status.started.clone(),
+                finished: c.status.finished.clone(),
+                command: c.args.clone(),
+                workdir: c.workdir.clone(),
+                env: c.env.clone(),
+                user: c.user.clone(),
+                tty: c.tty,
+                log_path: d.engine.log_path(&p.id, &c.name).display().to_string(),
+            })
+            .collect(),
+        labels: p.labels.clone(),
+        auto_remove: p.auto_remove,
+        spec: p.spec.clone(),
+    })
+}
+
+pub async fn inspect(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    Ok(web::ok(&inspect_pod(&d, &pod_param(&q)?)?))
+}
+
+pub async fn logs(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let tail = match web::query_one(&q, "tail") {
+        Some(t) if t == "all" => None,
+        Some(t) => Some(t.parse::<usize>().map_err(|_| api_error(ErrorKind::InvalidArgument, format!("invalid --tail {t:?}")))?),
+        None => None,
+    };
+    let opts = libpod::LogOptions {
+        container: web::query_one(&q, "container"),
+        follow: web::query_bool(&q, "follow"),
+        tail,
+        timestamps: web::query_bool(&q, "timestamps"),
+    };
+    let mut rx = d.engine.logs(&pod, opts).await.map_err(|e| pod_error(&e))?;
+    let (tx, brx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        while let Some((chunk, ts)) = rx.recv().await {
+            let (kind, data) = match chunk {
+                Chunk::Stdout(b) => (st::STDOUT, b),
+                Chunk::Stderr(b) => (st::STDERR, b),
+            };
+            let payload = match ts {
+                Some(t) => [t.as_bytes(), b" ", &data].concat(),
+                None => data.to_vec(),
+            };
+            if tx.send(Bytes::from(st::encode(kind, &payload))).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/vnd.hyper.stream")
+        .body(http_body_util::BodyExt::boxed_unsync(web::ChannelBody(brx)))
+        .expect("valid response"))
+}
+
+pub async fn attach(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let container = web::query_one(&q, "container");
+    let h: AttachHandle = d.engine.attach(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, tty: h.tty }))
+}
+
+pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let container = web::query_one(&q, "container");
+    let cmd: Vec<String> = serde_json::from_str(&web::require(&q, "cmd")?)
+        .map_err(|e| api_error(ErrorKind::InvalidArgument, format!("cmd must be a JSON array of strings: {e}")))?;
+    let tty = web::query_bool(&q, "tty");
+    let stdin = web::query_bool(&q, "stdin");
+    let h = d.engine.exec(&pod, container.as_deref(), cmd, tty, stdin).await.map_err(|e| pod_error(&e))?;
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input), tty }))
+}
+
+struct Session {
+    output: mpsc::Receiver<Chunk>,
+    exit: oneshot::Receiver<i32>,
+    input: Option<InputHandle>,
+    tty: bool,
+}
+
+/// Answers 101 and serves the session on the upgraded connection.
+fn upgrade(req: Req, s: Session) -> Resp {
+    let on = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        match on.await {
+            Ok(up) => serve(TokioIo::new(up), s).await,
+            Err(e) => log::debug!("upgrade failed: {e}"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, st::UPGRADE)
+        .body(web::full(Bytes::new()))
+        .expect("valid response")
+}
+
+async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static>(io: IO, mut s: Session) {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let _ = s.tty;
+    // Client -> process: stdin, resizes, close.
+    let input = s.input.take();
+    let reader = tokio::spawn(async move {
+        let mut input = input;
+        let mut buf = Vec::new();
+        let mut tmp = vec![0u8; 32 << 10];
+        loop {
+            let n = match rd.read(&mut tmp).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&tmp[..n]);
+            loop {
+                match st::decode(&mut buf) {
+                    Ok(Some((st::STDIN, data))) => {
+                        if let Some(i) = input.as_mut() {
+                            if i.write(&data).await.is_err() {
+                                input = None;
+                            }
+                        }
+                    }
+                    Ok(Some((st::STDIN_CLOSE, _))) => {
+                        if let Some(i) = input.as_mut() {
+                            i.close();
+                        }
+                    }
+                    Ok(Some((st::RESIZE, p))) if p.len() == 4 => {
+                        if let Some(i) = input.as_ref() {
+                            let _ = i.resize(u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])).await;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    });
+    // Process -> client: output, then the exit code.
+    let code = loop {
+        tokio::select! {
+            biased;
+            chunk = s.output.recv() => match chunk {
+                Some(c) => {
+                    let f = match c {
+                        Chunk::Stdout(b) => st::encode(st::STDOUT, &b),
+                        Chunk::Stderr(b) => st::encode(st::STDERR, &b),
+                    };
+                    if wr.write_all(&f).await.is_err() {
+                        reader.abort();
+                        return;
+                    }
+                }
+                None => break (&mut s.exit).await.ok(),
+            },
+            code = &mut s.exit => {
+                // Output that arrived before the exit is still queued: send it first.
+                while let Ok(c) = s.output.try_recv() {
+                    let f = match c {
+                        Chunk::Stdout(b) => st::encode(st::STDOUT, &b),
+                        Chunk::Stderr(b) => st::encode(st::STDERR, &b),
+                    };
+                    if wr.write_all(&f).await.is_err() {
+                        break;
+                    }
+                }
+                break code.ok();
+            }
+        }
+    };
+    let frame = match code {
+        Some(c) => st::encode(st::EXIT, &c.to_be_bytes()),
+        None => st::encode(st::ERROR, b"the session ended without an exit code (the sandbox went away)"),
+    };
+    let _ = wr.write_all(&frame).await;
+    let _ = wr.shutdown().await;
+    reader.abort();
+}

@@ -1,0 +1,126 @@
+//! Starting processes in the pod: pod-init, and container-init for containers and execs.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::init::{InitConfig, InitReply, write_msg};
+use crate::sys;
+
+/// How long a container may take to set itself up before the agent gives up on it.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The standard streams a new process gets.
+pub struct Stdio3 {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+fn to_stdio(fd: Option<OwnedFd>) -> Stdio {
+    match fd {
+        Some(f) => Stdio::from(f),
+        None => Stdio::null(),
+    }
+}
+
+/// Starts `hyperstart pod-init` (PID 1 of the pod's PID namespace).
+pub fn pod_init() -> std::io::Result<i32> {
+    let mut c = Command::new("/proc/self/exe");
+    c.arg0("pod-init").arg("pod-init").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: the closure only calls async-signal-safe functions (sigprocmask, signal).
+    unsafe {
+        c.pre_exec(|| {
+            sys::unblock_all_signals();
+            Ok(())
+        });
+    }
+    Ok(c.spawn()?.id() as i32)
+}
+
+/// Starts container-init with `config`; returns its pid and, for a terminal, the pty master once it is ready.
+/// On failure the child is killed (the agent reaps it later) and the error says what went wrong inside.
+pub fn container_init(config: &InitConfig, stdio: Stdio3) -> Result<(i32, Option<OwnedFd>), String> {
+    let (parent, child) = sys::socketpair().map_err(|e| format!("socketpair: {e}"))?;
+    let child_raw: RawFd = child.as_raw_fd();
+    let mut c = Command::new("/proc/self/exe");
+    c.arg0("container-init")
+        .arg("container-init")
+        .stdin(to_stdio(stdio.stdin))
+        .stdout(to_stdio(stdio.stdout))
+        .stderr(to_stdio(stdio.stderr));
+    // SAFETY: the closure only calls async-signal-safe functions (dup2, fcntl, sigprocmask, signal).
+    unsafe {
+        c.pre_exec(move || {
+            sys::dup2(child_raw, 3)?;
+            sys::set_cloexec(3, false)?;
+            sys::unblock_all_signals();
+            Ok(())
+        });
+    }
+    let child_proc = c.spawn().map_err(|e| format!("starting container-init: {e}"))?;
+    drop(child);
+    let pid = child_proc.id() as i32;
+    let fail = |msg: String| {
+        let _ = sys::kill(pid, libc::SIGKILL);
+        Err(msg)
+    };
+    let mut s = UnixStream::from(parent);
+    let _ = s.set_read_timeout(Some(SETUP_TIMEOUT));
+    if let Err(e) = write_msg(&mut s, config) {
+        return fail(format!("sending the configuration to container-init: {e}"));
+    }
+    // First message: Ready (maybe with the pty master) or an error.
+    let mut len = [0u8; 4];
+    let (n, fd) = match sys::recv_with_fd(s.as_raw_fd(), &mut len) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("waiting for container-init: {e}")),
+    };
+    if n == 0 {
+        return fail("container-init died during setup".into());
+    }
+    if n < 4 && s.read_exact(&mut len[n..]).is_err() {
+        return fail("container-init sent a truncated message".into());
+    }
+    let reply = match read_body(&mut s, u32::from_be_bytes(len)) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("reading container-init's answer: {e}")),
+    };
+    match reply {
+        InitReply::Error(e) => return fail(e),
+        InitReply::Ready => {}
+    }
+    // Then either EOF (the program was exec'd: the socket was close-on-exec) or the exec error.
+    let mut more = [0u8; 4];
+    match s.read(&mut more) {
+        Ok(0) => Ok((pid, fd)),
+        Ok(n) => {
+            if n < 4 && s.read_exact(&mut more[n..]).is_err() {
+                return fail("container-init failed to exec".into());
+            }
+            match read_body(&mut s, u32::from_be_bytes(more)) {
+                Ok(InitReply::Error(e)) => fail(e),
+                _ => fail("container-init failed to exec".into()),
+            }
+        }
+        Err(e) => fail(format!("waiting for the program to start: {e}")),
+    }
+}
+
+fn read_body(s: &mut UnixStream, len: u32) -> std::io::Result<InitReply> {
+    if len > 1 << 20 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "message too large"));
+    }
+    let mut b = vec![0; len as usize];
+    s.read_exact(&mut b)?;
+    serde_json::from_slice(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Wraps a raw descriptor we were handed at startup.
+pub fn adopt(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes a descriptor inherited for this purpose and owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,323 @@
+//! Building a container's mount namespace, and turning this process into the container's program.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use agent_proto::{ContainerConfig, ProcessConfig, Rootfs};
+use base64::Engine as _;
+
+use super::{InitReply, caps, seccomp, users};
+use crate::sys;
+
+type R<T> = Result<T, String>;
+
+fn ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> R<T> {
+    r.map_err(|e| format!("{}: {e}", what()))
+}
+
+fn mkdir_p(p: &Path) -> R<()> {
+    ctx(std::fs::create_dir_all(p), || format!("creating {}", p.display()))
+}
+
+/// Makes `p` exist as an empty file (for a file bind mount), creating parents.
+fn touch(p: &Path) -> R<()> {
+    if let Some(d) = p.parent() {
+        mkdir_p(d)?;
+    }
+    if std::fs::symlink_metadata(p).is_ok() {
+        return Ok(());
+    }
+    ctx(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(p).map(|_| ()), || {
+        format!("creating {}", p.display())
+    })
+}
+
+/// Takes a detached copy of a mount source, to be attached after pivot_root (see [`bind_from_fd`]).
+fn open_path(p: &str) -> R<(OwnedFd, bool)> {
+    let is_dir = ctx(std::fs::metadata(p), || format!("stat {p}"))?.is_dir();
+    let tree = ctx(sys::clone_tree(Path::new(p)), || format!("cloning the mount of {p}"))?;
+    Ok((tree, is_dir))
+}
+
+struct Bind {
+    fd: OwnedFd,
+    is_dir: bool,
+    dest: PathBuf,
+    read_only: bool,
+}
+
+const MS_RO_REMOUNT: libc::c_ulong = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+
+/// Attaches a cloned tree at its destination. The destination is resolved inside the container's root, so an
+/// image's symlinks cannot point it elsewhere.
+fn bind_from_fd(b: &Bind) -> R<()> {
+    if b.is_dir { mkdir_p(&b.dest)? } else { touch(&b.dest)? }
+    ctx(sys::move_mount(&b.fd, &b.dest), || format!("mounting onto {}", b.dest.display()))?;
+    if b.read_only {
+        ctx(sys::mount(None, &b.dest, None, MS_RO_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV, None), || {
+            format!("making {} read-only", b.dest.display())
+        })?;
+    }
+    Ok(())
+}
+
+fn setup_dev() -> R<()> {
+    let dev = Path::new("/dev");
+    mkdir_p(dev)?;
+    ctx(sys::mount(Some("tmpfs"), dev, Some("tmpfs"), libc::MS_NOSUID | libc::MS_STRICTATIME, Some("mode=755,size=65536k")), || {
+        "mounting /dev".into()
+    })?;
+    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+        let p = dev.join(name);
+        ctx(sys::mknod(&p, libc::S_IFCHR | 0o666, libc::makedev(major, minor)), || format!("creating {}", p.display()))?;
+        ctx(std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)), || format!("chmod {}", p.display()))?;
+    }
+    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+        ctx(std::os::unix::fs::symlink(target, dev.join(link)), || format!("creating /dev/{link}"))?;
+    }
+    let pts = dev.join("pts");
+    mkdir_p(&pts)?;
+    ctx(
+        sys::mount(Some("devpts"), &pts, Some("devpts"), libc::MS_NOSUID | libc::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5")),
+        || "mounting /dev/pts".into(),
+    )?;
+    let mq = dev.join("mqueue");
+    mkdir_p(&mq)?;
+    // POSIX message queues: one instance per IPC namespace, so the pod's containers share it.
+    ctx(sys::mount(Some("mqueue"), &mq, Some("mqueue"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None), || {
+        "mounting /dev/mqueue".into()
+    })?;
+    mkdir_p(&dev.join("shm"))
+}
+
+/// Hides or freezes the parts of /proc that reach into the host kernel, as Docker does.
+fn mask_proc() -> R<()> {
+    for p in ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats", "/proc/acpi", "/proc/scsi"] {
+        let path = Path::new(p);
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                ctx(sys::mount(Some("tmpfs"), path, Some("tmpfs"), libc::MS_RDONLY, Some("size=0")), || format!("masking {p}"))?;
+            }
+            Ok(_) => {
+                ctx(sys::mount(Some("/dev/null"), path, None, libc::MS_BIND, None), || format!("masking {p}"))?;
+            }
+            Err(_) => {}
+        }
+    }
+    for p in ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"] {
+        let path = Path::new(p);
+        if path.exists() {
+            ctx(sys::mount(Some(p), path, None, libc::MS_BIND | libc::MS_REC, None), || format!("freezing {p}"))?;
+            ctx(sys::mount(None, path, None, MS_RO_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None), || {
+                format!("freezing {p}")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn inject_files(c: &ContainerConfig) -> R<()> {
+    for f in &c.files {
+        let data = base64::engine::general_purpose::STANDARD.decode(&f.content).map_err(|e| format!("file {}: bad content: {e}", f.path))?;
+        let path = Path::new(&f.path);
+        if let Some(d) = path.parent() {
+            mkdir_p(d)?;
+        }
+        let uid = if f.user.is_empty() { 0 } else { users::resolve_user_id(Path::new("/"), &f.user).map_err(|e| format!("file {}: {e}", f.path))? };
+        let gid = if f.group.is_empty() {
+            0
+        } else {
+            users::resolve_group(Path::new("/"), &f.group).map_err(|e| format!("file {}: {e}", f.path))?
+        };
+        let _ = std::fs::remove_file(path);
+        let mut file = ctx(
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path),
+            || format!("creating {}", f.path),
+        )?;
+        ctx(file.write_all(&data), || format!("writing {}", f.path))?;
+        ctx(sys::chown(path, uid, gid), || format!("chown {}", f.path))?;
+        ctx(std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode)), || format!("chmod {}", f.path))?;
+    }
+    Ok(())
+}
+
+fn apply_sysctls(c: &ContainerConfig) -> R<()> {
+    for (k, v) in &c.sysctl {
+        let p = format!("/proc/sys/{}", k.replace('.', "/"));
+        ctx(std::fs::write(&p, v.as_bytes()), || format!("sysctl {k}={v}"))?;
+    }
+    Ok(())
+}
+
+/// Builds the container and execs its program; returns only with an error.
+pub fn create(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str, hostname: &str, sock: &mut UnixStream) -> String {
+    match create_inner(c, root, pod_dir, shm) {
+        Ok(()) => run_process(&c.process, hostname, true, sock),
+        Err(e) => e,
+    }
+}
+
+fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<()> {
+    ctx(sys::unshare(libc::CLONE_NEWNS), || "creating the mount namespace".into())?;
+    ctx(sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_SLAVE, None), || "making / a slave mount".into())?;
+    let rootp = Path::new(root);
+    match &c.rootfs {
+        Rootfs::Overlay { lower, upper, work } => {
+            let data = format!("lowerdir={},upperdir={upper},workdir={work}", lower.join(":"));
+            ctx(sys::mount(Some("overlay"), rootp, Some("overlay"), 0, Some(&data)), || "mounting the overlay root filesystem".into())?;
+        }
+        Rootfs::Bind { path } => {
+            ctx(sys::mount(Some(path), rootp, None, libc::MS_BIND | libc::MS_REC, None), || format!("bind-mounting the root filesystem {path}"))?;
+        }
+    }
+    // Mount sources are cloned now, while the agent's view of the filesystem is still reachable; they are
+    // attached after pivot_root, so their destinations resolve inside the container whatever its symlinks say.
+    let mut binds = Vec::new();
+    for m in &c.mounts {
+        let (fd, is_dir) = open_path(&m.source)?;
+        binds.push(Bind { fd, is_dir, dest: PathBuf::from(&m.destination), read_only: m.read_only });
+    }
+    for (file, dest) in [("hosts", "/etc/hosts"), ("hostname", "/etc/hostname"), ("resolv.conf", "/etc/resolv.conf")] {
+        let (fd, is_dir) = open_path(&format!("{pod_dir}/{file}"))?;
+        // A volume mounted over /etc wins over the pod's files.
+        if !c.mounts.iter().any(|m| m.destination.trim_end_matches('/') == "/etc" || m.destination == dest) {
+            binds.insert(0, Bind { fd, is_dir, dest: PathBuf::from(dest), read_only: false });
+        }
+    }
+    let (shm_fd, _) = open_path(shm)?;
+
+    ctx(std::env::set_current_dir(rootp), || format!("entering {root}"))?;
+    ctx(sys::pivot_root(Path::new("."), Path::new(".")), || "pivot_root".into())?;
+    ctx(sys::umount(Path::new("."), libc::MNT_DETACH), || "detaching the old root".into())?;
+    ctx(std::env::set_current_dir("/"), || "chdir /".into())?;
+
+    let proc_ = Path::new("/proc");
+    mkdir_p(proc_)?;
+    ctx(sys::mount(Some("proc"), proc_, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None), || "mounting /proc".into())?;
+    setup_dev()?;
+    bind_from_fd(&Bind { fd: shm_fd, is_dir: true, dest: PathBuf::from("/dev/shm"), read_only: false })?;
+    let sys_ = Path::new("/sys");
+    mkdir_p(sys_)?;
+    ctx(
+        sys::mount(Some("sysfs"), sys_, Some("sysfs"), libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None),
+        || "mounting /sys".into(),
+    )?;
+    for b in &binds {
+        bind_from_fd(b)?;
+    }
+    inject_files(c)?;
+    apply_sysctls(c)?;
+    mask_proc()?;
+    if c.read_only {
+        ctx(sys::mount(None, Path::new("/"), None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, None), || {
+            "making the root filesystem read-only".into()
+        })?;
+    }
+    Ok(())
+}
+
+/// Joins the mount namespace of a container's main process and execs there; returns only with an error.
+pub fn exec(target_pid: i32, p: &ProcessConfig, hostname: &str, sock: &mut UnixStream) -> String {
+    let r = (|| -> R<()> {
+        let ns = ctx(std::fs::File::open(format!("/proc/{target_pid}/ns/mnt")), || "opening the container's mount namespace".into())?;
+        ctx(sys::setns(ns.as_raw_fd(), libc::CLONE_NEWNS), || "joining the container's mount namespace".into())?;
+        ctx(std::env::set_current_dir("/"), || "chdir /".into())
+    })();
+    match r {
+        Ok(()) => run_process(p, hostname, false, sock),
+        Err(e) => e,
+    }
+}
+
+fn find_executable(prog: &str, env: &[String]) -> R<String> {
+    if prog.contains('/') {
+        return Ok(prog.to_string());
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let cand = Path::new(dir).join(prog);
+        if let Ok(m) = std::fs::metadata(&cand) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(cand.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Err(format!("executable {prog:?} not found in $PATH ({path})"))
+}
+
+/// Environment defaults a process gets unless the configuration sets them.
+fn environment(p: &ProcessConfig, id: &users::Identity, hostname: &str) -> Vec<String> {
+    let mut env = p.env.clone();
+    let has = |env: &[String], k: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(n, _)| n == k));
+    for (k, v) in [
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("HOSTNAME", hostname.to_string()),
+        ("HOME", if id.home.is_empty() { "/".into() } else { id.home.clone() }),
+    ] {
+        if !has(&env, k) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    if p.terminal && !has(&env, "TERM") {
+        env.push("TERM=xterm".into());
+    }
+    env
+}
+
+fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut UnixStream) -> String {
+    let r = (|| -> R<(String, Vec<String>, Option<OwnedFd>)> {
+        if p.args.is_empty() {
+            return Err("no command to run (neither the podfile nor the image gives one)".into());
+        }
+        let id = users::resolve(Path::new("/"), &p.user, &p.group, &p.additional_groups)?;
+        let env = environment(p, &id, hostname);
+        let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
+        if create_cwd && std::fs::metadata(cwd).is_err() {
+            mkdir_p(Path::new(cwd))?;
+            let _ = sys::chown(Path::new(cwd), id.uid, id.gid);
+        }
+        ctx(std::env::set_current_dir(cwd), || format!("working directory {cwd}"))?;
+        let exe = find_executable(&p.args[0], &env)?;
+        // SAFETY: setsid has no preconditions; failure (already a leader) is harmless.
+        unsafe { libc::setsid() };
+        let master = if p.terminal {
+            let (master, slave) = ctx(sys::openpty(), || "opening a terminal".into())?;
+            for fd in 0..3 {
+                ctx(sys::dup2(slave.as_raw_fd(), fd), || "attaching the terminal".into())?;
+            }
+            // SAFETY: TIOCSCTTY on our new session's terminal, integer argument.
+            unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+            Some(master)
+        } else {
+            None
+        };
+        for (res, soft, hard) in &p.rlimits {
+            ctx(sys::setrlimit(*res, *soft, *hard), || format!("setting rlimit {res}"))?;
+        }
+        ctx(caps::drop_bounding(), || "dropping capabilities".into())?;
+        ctx(sys::set_ids(id.uid, id.gid, &id.groups), || format!("becoming uid {} gid {}", id.uid, id.gid))?;
+        if id.uid == 0 {
+            ctx(sys::capset(caps::default_mask()), || "setting capabilities".into())?;
+        }
+        ctx(sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1), || "setting no_new_privs".into())?;
+        ctx(seccomp::install(), || "installing the seccomp filter".into())?;
+        Ok((exe, env, master))
+    })();
+    let (exe, env, master) = match r {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let reply = serde_json::to_vec(&InitReply::Ready).expect("serialisable");
+    let mut framed = (reply.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&reply);
+    if let Err(e) = sys::send_with_fd(sock.as_raw_fd(), &framed, master.as_ref().map(|m| m.as_raw_fd())) {
+        return format!("reporting readiness: {e}");
+    }
+    drop(master);
+    sys::unblock_all_signals();
+    let err = sys::execvpe(&exe, &p.args, &env);
+    format!("exec {exe}: {err}")
+}

@@ -1,0 +1,159 @@
+//! The daemon's side of the agent protocol: requests with responses, and everything else (events, stream data,
+//! acknowledgements) delivered in order on a channel.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agent_proto::{AgentError, AgentErrorKind, Decoder, Event, Frame, FrameKind, Reply, Request, RequestEnvelope, Response, ResponseResult};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// What arrives from the agent besides responses.
+#[derive(Debug)]
+pub enum Inbound {
+    Event(Event),
+    Data { stream: u32, offset: u64, data: Vec<u8> },
+    Close { stream: u32, offset: u64 },
+    Ack { stream: u32, offset: u64 },
+    /// The connection ended (the agent or its sandbox is gone, or the daemon is closing it).
+    Disconnected(String),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, AgentError>>>>>;
+
+/// A connection to an agent. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Pending,
+    next: Arc<AtomicU64>,
+}
+
+fn lost(msg: &str) -> AgentError {
+    AgentError::new(AgentErrorKind::Failed, format!("agent connection lost: {msg}"))
+}
+
+impl AgentClient {
+    /// Connects to the agent's socket, retrying until `timeout` (a VM's agent needs its guest to boot).
+    pub async fn connect(socket: &Path, timeout: Duration) -> Result<(AgentClient, mpsc::UnboundedReceiver<Inbound>), String> {
+        let end = tokio::time::Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(socket).await {
+                Ok(s) => break s,
+                Err(e) if tokio::time::Instant::now() >= end => return Err(format!("connecting to the agent at {}: {e}", socket.display())),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        let (tx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (itx, irx) = mpsc::unbounded_channel();
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        tokio::spawn(async move {
+            while let Some(mut buf) = wrx.recv().await {
+                // Coalesce what is queued into one write.
+                while let Ok(more) = wrx.try_recv() {
+                    buf.extend_from_slice(&more);
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let p2 = pending.clone();
+        tokio::spawn(async move {
+            let mut dec = Decoder::new();
+            let mut buf = vec![0u8; 64 << 10];
+            let reason = 'outer: loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) => break "the agent closed the connection".to_string(),
+                    Ok(n) => n,
+                    Err(e) => break format!("reading from the agent: {e}"),
+                };
+                dec.feed(&buf[..n]);
+                loop {
+                    match dec.next_frame() {
+                        Ok(Some(Frame::Response(b))) => match serde_json::from_slice::<Response>(&b) {
+                            Ok(r) => {
+                                if let Some(w) = p2.lock().await.remove(&r.id) {
+                                    let _ = w.send(match r.result {
+                                        ResponseResult::Ok(x) => Ok(x),
+                                        ResponseResult::Err(e) => Err(e),
+                                    });
+                                }
+                            }
+                            Err(e) => break 'outer format!("malformed response from the agent: {e}"),
+                        },
+                        Ok(Some(Frame::Event(b))) => match serde_json::from_slice::<Event>(&b) {
+                            Ok(e) => {
+                                let _ = itx.send(Inbound::Event(e));
+                            }
+                            Err(e) => break 'outer format!("malformed event from the agent: {e}"),
+                        },
+                        Ok(Some(Frame::Data { stream, offset, data })) => {
+                            let _ = itx.send(Inbound::Data { stream, offset, data });
+                        }
+                        Ok(Some(Frame::Close { stream, offset })) => {
+                            let _ = itx.send(Inbound::Close { stream, offset });
+                        }
+                        Ok(Some(Frame::Ack { stream, offset })) => {
+                            let _ = itx.send(Inbound::Ack { stream, offset });
+                        }
+                        Ok(Some(Frame::Request(_))) => break 'outer "the agent sent a request".to_string(),
+                        Ok(None) => break,
+                        Err(e) => break 'outer format!("protocol error: {e}"),
+                    }
+                }
+            };
+            for (_, w) in p2.lock().await.drain() {
+                let _ = w.send(Err(lost(&reason)));
+            }
+            let _ = itx.send(Inbound::Disconnected(reason));
+        });
+        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(1)) }, irx))
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn call(&self, request: Request) -> Result<Reply, AgentError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (w, r) = oneshot::channel();
+        self.pending.lock().await.insert(id, w);
+        let json = serde_json::to_vec(&RequestEnvelope { id, request }).expect("serialisable");
+        let mut frame = Vec::with_capacity(json.len() + 12);
+        agent_proto::encode(&mut frame, FrameKind::Request, &json);
+        if self.tx.send(frame).is_err() {
+            self.pending.lock().await.remove(&id);
+            return Err(lost("closed"));
+        }
+        r.await.unwrap_or_else(|_| Err(lost("closed")))
+    }
+
+    /// Like [`AgentClient::call`] but gives up after `timeout`.
+    pub async fn call_timeout(&self, request: Request, timeout: Duration) -> Result<Reply, AgentError> {
+        match tokio::time::timeout(timeout, self.call(request)).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::new(AgentErrorKind::Failed, format!("the agent did not answer within {}s", timeout.as_secs()))),
+        }
+    }
+
+    pub fn send_data(&self, stream: u32, offset: u64, data: &[u8]) {
+        let mut f = Vec::with_capacity(data.len() + 20);
+        agent_proto::encode_data(&mut f, stream, offset, data);
+        let _ = self.tx.send(f);
+    }
+
+    pub fn send_ack(&self, stream: u32, offset: u64) {
+        let mut f = Vec::with_capacity(20);
+        agent_proto::encode_ack(&mut f, stream, offset);
+        let _ = self.tx.send(f);
+    }
+
+    pub fn send_close(&self, stream: u32, offset: u64) {
+        let mut f = Vec::with_capacity(20);
+        agent_proto::encode_close(&mut f, stream, offset);
+        let _ = self.tx.send(f);
+    }
+}

@@ -1,0 +1,278 @@
+//! Interactive I/O: exec, attach, run-and-attach, and logs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_proto::{ProcessConfig, Reply, Request, WINDOW};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::logs::{self, Source};
+use crate::runtime::{ExecRt, Route, Runtime};
+use crate::store::{ContainerRecord, PodRecord, PodState};
+use crate::{Engine, PodError, random_id};
+
+/// A piece of a process's output.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// Writes a process's input and resizes its terminal. Input is flow-controlled end to end: `write` waits while
+/// the agent has a window's worth unacknowledged.
+#[derive(Debug)]
+pub struct InputHandle {
+    rt: Arc<Runtime>,
+    /// The process (container id or exec id) for resizes.
+    process: String,
+    stream: Option<u32>,
+    offset: u64,
+    acked: Option<watch::Receiver<u64>>,
+}
+
+impl InputHandle {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), PodError> {
+        let (Some(stream), Some(acked)) = (self.stream, self.acked.as_mut()) else { return Ok(()) };
+        for chunk in data.chunks(32 << 10) {
+            while self.offset + chunk.len() as u64 > *acked.borrow() + WINDOW {
+                if acked.changed().await.is_err() {
+                    return Err(PodError::Conflict("the process's input is closed".into()));
+                }
+            }
+            self.rt.agent.send_data(stream, self.offset, chunk);
+            self.offset += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// No more input (EOF for the process's stdin).
+    pub fn close(&mut self) {
+        if let Some(s) = self.stream.take() {
+            self.rt.agent.send_close(s, self.offset);
+        }
+    }
+
+    pub async fn resize(&self, rows: u16, cols: u16) -> Result<(), PodError> {
+        self.rt
+            .agent
+            .call(Request::Resize { id: self.process.clone(), rows, cols })
+            .await
+            .map(|_| ())
+            .map_err(|e| PodError::Sandbox(e.message))
+    }
+}
+
+/// An exec'd process: its output, its exit code, its input.
+#[derive(Debug)]
+pub struct ExecHandle {
+    pub output: mpsc::Receiver<Chunk>,
+    pub exit: oneshot::Receiver<i32>,
+    pub input: InputHandle,
+}
+
+/// A container's live output and exit, and its input when it has one.
+#[derive(Debug)]
+pub struct AttachHandle {
+    pub output: mpsc::Receiver<Chunk>,
+    pub exit: oneshot::Receiver<i32>,
+    pub input: Option<InputHandle>,
+    pub tty: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub container: Option<String>,
+    pub follow: bool,
+    pub tail: Option<usize>,
+    pub timestamps: bool,
+}
+
+fn pick<'a>(rec: &'a PodRecord, container: Option<&str>) -> Result<&'a ContainerRecord, PodError> {
+    match container {
+        None => rec.containers.first().ok_or_else(|| PodError::NotFound(format!("pod {} has no containers", rec.name))),
+        Some(n) => rec
+            .containers
+            .iter()
+            .find(|c| c.name == n || c.id == n)
+            .ok_or_else(|| PodError::NotFound(format!("pod {} has no container {n}", rec.name))),
+    }
+}
+
+impl Engine {
+    fn running_rt(&self, rec: &PodRecord) -> Result<Arc<Runtime>, PodError> {
+        if rec.state != PodState::Running {
+            return Err(PodError::Conflict(format!("pod {} is not running", rec.name)));
+        }
+        self.runtime(&rec.id).ok_or_else(|| PodError::Conflict(format!("pod {} has no live sandbox", rec.name)))
+    }
+
+    /// Runs a process in a running container of the pod (the first container by default).
+    pub async fn exec(&self, key: &str, container: Option<&str>, args: Vec<String>, tty: bool, stdin: bool) -> Result<ExecHandle, PodError> {
+        if args.is_empty() {
+            return Err(PodError::InvalidArgument("no command to execute".into()));
+        }
+        let rec = self.store.resolve(key)?;
+        let c = pick(&rec, container)?;
+        if c.status.state != "running" {
+            return Err(PodError::Conflict(format!("container {} of pod {} is not running", c.name, rec.name)));
+        }
+        let rt = self.running_rt(&rec)?;
+        let id = random_id("exec-");
+        let stdout = rt.stream_id();
+        let stderr = (!tty).then(|| rt.stream_id());
+        let stdin_stream = stdin.then(|| rt.stream_id());
+        let (otx, orx) = mpsc::channel(64);
+        let (etx, erx) = oneshot::channel();
+        {
+            let mut inner = rt.lock();
+            inner.routes.insert(stdout, Route::Exec { exec: id.clone(), stderr: false });
+            if let Some(s) = stderr {
+                inner.routes.insert(s, Route::Exec { exec: id.clone(), stderr: true });
+            }
+            inner.execs.insert(id.clone(), ExecRt { output: Some(otx), exit: Some(etx) });
+        }
+        let acked = stdin_stream.map(|s| rt.add_input(s));
+        let process = ProcessConfig {
+            args,
+            env: c.env.clone(),
+            cwd: c.workdir.clone(),
+            user: c.user.clone(),
+            group: c.group.clone(),
+            additional_groups: c.additional_groups.clone(),
+            terminal: tty,
+            stdin: stdin_stream,
+            stdout,
+            stderr,
+            rlimits: c.rlimits.clone(),
+        };
+        match rt.agent.call(Request::Exec { id: id.clone(), container: c.id.clone(), process }).await {
+            Ok(Reply::Started { .. }) => {}
+            Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
+            Err(e) => {
+                rt.lock().execs.remove(&id);
+                return Err(PodError::Sandbox(format!("exec in {}: {}", c.name, e.message)));
+            }
+        }
+        Ok(ExecHandle { output: orx, exit: erx, input: InputHandle { rt, process: id, stream: stdin_stream, offset: 0, acked } })
+    }
+
+    fn subscribe(&self, rt: &Arc<Runtime>, c: &ContainerRecord) -> Result<AttachHandle, PodError> {
+        let (otx, orx) = mpsc::channel(64);
+        let (etx, erx) = oneshot::channel();
+        let stdin = {
+            let mut inner = rt.lock();
+            let crt = inner.containers.get_mut(&c.id).ok_or_else(|| PodError::Conflict(format!("container {} is not running", c.name)))?;
+            crt.subscribers.push(otx);
+            crt.exit_waiters.push(etx);
+            crt.stdin
+        };
+        let input = stdin.map(|s| {
+            let acked = rt.lock().inputs.get(&s).map(|w| w.subscribe());
+            // Our offset continues where previous writers stopped: the acknowledged offset is the best we know.
+            let offset = acked.as_ref().map(|a| *a.borrow()).unwrap_or(0);
+            InputHandle { rt: rt.clone(), process: c.id.clone(), stream: Some(s), offset, acked }
+        });
+        Ok(AttachHandle { output: orx, exit: erx, input, tty: c.tty })
+    }
+
+    /// Attaches to a running container: its output from now on, its exit code, its input if it has one.
+    pub async fn attach(&self, key: &str, container: Option<&str>) -> Result<AttachHandle, PodError> {
+        let rec = self.store.resolve(key)?;
+        let c = pick(&rec, container)?;
+        if c.status.state != "running" {
+            return Err(PodError::Conflict(format!("container {} of pod {} is not running", c.name, rec.name)));
+        }
+        let rt = self.running_rt(&rec)?;
+        self.subscribe(&rt, c)
+    }
+
+    /// Starts a Created pod with a client attached to one container from its first byte (`run -t`).
+    pub async fn start_attached(&self, key: &str, container: Option<&str>) -> Result<AttachHandle, PodError> {
+        let rec = self.store.resolve(key)?;
+        let c = pick(&rec, container)?.clone();
+        let (otx, orx) = mpsc::channel(64);
+        let (etx, erx) = oneshot::channel();
+        let rec = self.start_with(&rec.id, Some(crate::lifecycle::Preattach { container: c.name.clone(), output: otx, exit: etx })).await?;
+        let rt = self.running_rt(&rec)?;
+        let c = pick(&rec, Some(&c.name))?;
+        let input = c.status.stdin_stream.map(|s| {
+            let acked = rt.lock().inputs.get(&s).map(|w| w.subscribe());
+            InputHandle { rt: rt.clone(), process: c.id.clone(), stream: Some(s), offset: 0, acked }
+        });
+        Ok(AttachHandle { output: orx, exit: erx, input, tty: c.tty })
+    }
+
+    /// A container's log: what is recorded, then (with `follow`) what comes while the container runs.
+    pub async fn logs(&self, key: &str, opts: LogOptions) -> Result<mpsc::Receiver<(Chunk, Option<String>)>, PodError> {
+        let rec = self.store.resolve(key)?;
+        let c = pick(&rec, opts.container.as_deref())?.clone();
+        let path = self.log_path(&rec.id, &c.name);
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.arc_for_io();
+        let pod_id = rec.id.clone();
+        tokio::spawn(async move {
+            let Ok((mut records, mut pos)) = logs::read_from(&path, 0) else { return };
+            if let Some(n) = opts.tail {
+                // The last n lines: count full records from the end.
+                let mut full = 0;
+                let mut cut = records.len();
+                for (i, r) in records.iter().enumerate().rev() {
+                    if r.full {
+                        full += 1;
+                        if full > n {
+                            break;
+                        }
+                    }
+                    cut = i;
+                }
+                records.drain(..cut);
+            }
+            loop {
+                for r in records.drain(..) {
+                    let mut data = r.content;
+                    if r.full {
+                        data.push(b'\n');
+                    }
+                    let chunk = match r.source {
+                        Source::Stdout => Chunk::Stdout(Bytes::from(data)),
+                        Source::Stderr => Chunk::Stderr(Bytes::from(data)),
+                    };
+                    let ts = opts.timestamps.then_some(r.time);
+                    if tx.send((chunk, ts)).await.is_err() {
+                        return;
+                    }
+                }
+                if !opts.follow {
+                    return;
+                }
+                let running = me
+                    .store
+                    .get(&pod_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|p| p.containers.iter().find(|x| x.id == c.id).map(|x| x.status.state == "running" && p.state == PodState::Running))
+                    .unwrap_or(false);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                match logs::read_from(&path, pos) {
+                    Ok((more, p)) => {
+                        if more.is_empty() && !running {
+                            return;
+                        }
+                        records = more;
+                        pos = p;
+                    }
+                    Err(_) => return,
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn arc_for_io(&self) -> Arc<Engine> {
+        self.me.upgrade().expect("the engine outlives its operations")
+    }
+}

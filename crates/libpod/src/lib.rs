@@ -1,0 +1,175 @@
+//! The pod engine.
+//!
+//! A pod is **Created** (defined, storage allocated, images present, no sandbox) or **Running** (its containers
+//! were started in a sandbox). [`Engine`] owns the lifecycle: `create`, `start`, `stop`, `replace`, `remove`,
+//! plus `kill`, `exec`, `attach` and `logs`. Records live in the daemon's database; a running pod also has a
+//! [`runtime::Runtime`]: the agent connection, the stream routes and the log writers. Running pods do not
+//! depend on the daemon process: after a restart, [`Engine::recover`] reconnects to every agent.
+
+mod agent;
+mod create;
+mod io;
+mod lifecycle;
+pub mod logs;
+mod runtime;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use image_store::{ImageError, ImageStore};
+use sandbox::Driver;
+
+pub use io::{AttachHandle, Chunk, ExecHandle, InputHandle, LogOptions};
+pub use store::{ContainerRecord, PodRecord, PodState};
+
+/// Errors of pod operations; the variant is the API's error kind, the string says everything.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("podfile: {0}")]
+    Spec(#[from] podspec::SpecError),
+    #[error("{context}")]
+    Image {
+        context: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<sandbox::SandboxError> for PodError {
+    fn from(e: sandbox::SandboxError) -> Self {
+        PodError::Sandbox(chain(&e))
+    }
+}
+
+/// An error and its causes, `a: b: c`.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.ends_with(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The daemon's root: pods live under `<root>/pods`, sandboxes under `<root>/sandboxes`.
+    pub root: PathBuf,
+    /// How long to wait for a new sandbox's agent to answer.
+    pub agent_timeout: std::time::Duration,
+}
+
+/// The pod engine. Create it with [`Engine::new`] and keep it in an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    store: store::Store,
+    images: Arc<ImageStore>,
+    driver: Arc<dyn Driver>,
+    /// One lifecycle operation at a time per pod.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Read-modify-write of records.
+    records: tokio::sync::Mutex<()>,
+    running: std::sync::Mutex<HashMap<String, Arc<runtime::Runtime>>>,
+    me: Weak<Engine>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, db: Arc<redb::Database>, images: Arc<ImageStore>, driver: Arc<dyn Driver>) -> Result<Arc<Engine>, PodError> {
+        let store = store::Store::open(db)?;
+        std::fs::create_dir_all(cfg.root.join("pods")).map_err(|e| PodError::Internal(format!("creating {}/pods: {e}", cfg.root.display())))?;
+        std::fs::create_dir_all(cfg.root.join("sandboxes")).map_err(|e| PodError::Internal(format!("creating {}/sandboxes: {e}", cfg.root.display())))?;
+        Ok(Arc::new_cyclic(|me| Engine {
+            cfg,
+            store,
+            images,
+            driver,
+            locks: std::sync::Mutex::new(HashMap::new()),
+            records: tokio::sync::Mutex::new(()),
+            running: std::sync::Mutex::new(HashMap::new()),
+            me: me.clone(),
+        }))
+    }
+
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    fn lock_for(&self, pod_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(pod_id.to_string()).or_default().clone()
+    }
+
+    fn runtime(&self, pod_id: &str) -> Option<Arc<runtime::Runtime>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).get(pod_id).cloned()
+    }
+
+    fn pod_dir(&self, pod_id: &str) -> PathBuf {
+        self.cfg.root.join("pods").join(pod_id)
+    }
+
+    /// Every pod.
+    pub fn list(&self) -> Result<Vec<PodRecord>, PodError> {
+        let mut v = self.store.all()?;
+        v.sort_by(|a, b| a.created.cmp(&b.created));
+        Ok(v)
+    }
+
+    /// A pod by id, name or unique id prefix.
+    pub fn get(&self, key: &str) -> Result<PodRecord, PodError> {
+        self.store.resolve(key)
+    }
+
+    /// The log file of a container.
+    pub fn log_path(&self, pod_id: &str, container: &str) -> PathBuf {
+        self.pod_dir(pod_id).join("logs").join(format!("{container}.log"))
+    }
+
+    /// Counts for `hyper info`: (pods, running pods).
+    pub fn counts(&self) -> (usize, usize) {
+        let all = self.store.all().unwrap_or_default();
+        let running = all.iter().filter(|p| p.state == PodState::Running).count();
+        (all.len(), running)
+    }
+}
+
+/// A short random id: `prefix` + 10 lowercase letters.
+pub(crate) fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 10];
+    // SAFETY: getrandom fills the given buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> (i * 6)) as u8 ^ (std::process::id() as u8).wrapping_mul(i as u8 + 1);
+        }
+    }
+    let s: String = b.iter().map(|x| (b'a' + x % 26) as char).collect();
+    format!("{prefix}{s}")
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

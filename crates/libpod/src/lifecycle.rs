@@ -1,0 +1,644 @@
+//! start, stop, replace, remove, kill, and keeping records true when processes exit or sandboxes die.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_proto::{AgentError, ContainerConfig, Mount, PodSetup, ProcessConfig, Reply, Request, StreamPosition};
+use sandbox::{ContainerStorage, SandboxConfig, SandboxState};
+use tokio::sync::mpsc;
+
+use crate::agent::AgentClient;
+use crate::io::Chunk;
+use crate::logs::{LogWriter, Source};
+use crate::runtime::{self, ContainerRt, Route, Runtime};
+use crate::store::{PodRecord, PodState};
+use crate::{Engine, PodError, chain, now, random_id};
+
+/// Extra time, beyond a stop's grace period, for the agent to report exits.
+const EXIT_SLACK: Duration = Duration::from_secs(10);
+
+fn agent_err(what: &str, e: AgentError) -> PodError {
+    PodError::Sandbox(format!("{what}: {}", e.message))
+}
+
+/// A subscriber registered on a container before the pod starts (`run -t` must not miss the first byte).
+pub(crate) struct Preattach {
+    pub container: String,
+    pub output: mpsc::Sender<Chunk>,
+    pub exit: tokio::sync::oneshot::Sender<i32>,
+}
+
+fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+}
+
+fn resolv_conf(rec: &PodRecord) -> String {
+    if rec.dns.is_empty() && rec.dns_search.is_empty() && rec.dns_options.is_empty() {
+        return std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    }
+    let mut s = String::new();
+    for d in &rec.dns {
+        s.push_str(&format!("nameserver {d}\n"));
+    }
+    if !rec.dns_search.is_empty() {
+        s.push_str(&format!("search {}\n", rec.dns_search.join(" ")));
+    }
+    if !rec.dns_options.is_empty() {
+        s.push_str(&format!("options {}\n", rec.dns_options.join(" ")));
+    }
+    s
+}
+
+fn pod_setup(rec: &PodRecord) -> PodSetup {
+    PodSetup {
+        hostname: rec.hostname.clone(),
+        hosts: hosts_file(&rec.hostname),
+        resolv_conf: resolv_conf(rec),
+        shm_size: 64 << 20,
+        interfaces: vec![],
+    }
+}
+
+impl Engine {
+    fn arc(&self) -> Arc<Engine> {
+        self.me.upgrade().expect("the engine outlives its operations")
+    }
+
+    /// Starts a Created (or Failed) pod: a new sandbox, then its containers.
+    pub async fn start(&self, key: &str) -> Result<PodRecord, PodError> {
+        self.start_with(key, None).await
+    }
+
+    pub(crate) async fn start_with(&self, key: &str, pre: Option<Preattach>) -> Result<PodRecord, PodError> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self.store.resolve(&id)?;
+        if rec.state == PodState::Running {
+            return Err(PodError::Conflict(format!("pod {} is already running", rec.name)));
+        }
+        let rt = self.start_sandbox(&mut rec).await?;
+        if let Err(e) = self.start_containers(&mut rec, &rt, pre).await {
+            self.teardown(&mut rec, &rt).await;
+            rec.state = PodState::Created;
+            let _g = self.records.lock().await;
+            self.store.put(&[&rec])?;
+            return Err(e);
+        }
+        rec.state = PodState::Running;
+        rec.failure = None;
+        {
+            let _g = self.records.lock().await;
+            self.store.put(&[&rec])?;
+        }
+        log::info!("started pod {} ({}) in sandbox {}", rec.id, rec.name, rt.sandbox.id);
+        Ok(rec)
+    }
+
+    /// A new sandbox with a connected, set-up agent. The sandbox is recorded at once, so a daemon that dies
+    /// half way finds it (and cleans it up) when it starts again.
+    async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<Arc<Runtime>, PodError> {
+        let sbid = random_id("sb-");
+        let cfg = SandboxConfig { id: sbid.clone(), dir: self.cfg.root.join("sandboxes").join(&sbid), vcpu: rec.vcpu, memory_mb: rec.memory };
+        let driver = self.driver.clone();
+        let state = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| PodError::Internal(e.to_string()))??;
+        rec.sandbox = Some(state.clone());
+        {
+            let _g = self.records.lock().await;
+            self.store.put(&[rec])?;
+        }
+        let connected = async {
+            let (client, rx) = AgentClient::connect(&state.socket, self.cfg.agent_timeout).await.map_err(PodError::Sandbox)?;
+            client.call_timeout(Request::Hello { version: agent_proto::VERSION }, self.cfg.agent_timeout).await.map_err(|e| agent_err("greeting the agent", e))?;
+            let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
+            tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
+            rt.agent.call(Request::SetupPod(pod_setup(rec))).await.map_err(|e| agent_err("setting up the pod", e))?;
+            Ok::<_, PodError>(rt)
+        }
+        .await;
+        match connected {
+            Ok(rt) => {
+                self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), rt.clone());
+                Ok(rt)
+            }
+            Err(e) => {
+                let log = std::fs::read_to_string(state.dir.join("agent.log")).unwrap_or_default();
+                self.destroy_sandbox(&state).await;
+                rec.sandbox = None;
+                let _g = self.records.lock().await;
+                self.store.put(&[rec])?;
+                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+                Err(if tail.is_empty() { e } else { PodError::Sandbox(format!("{e} (agent log: {tail})")) })
+            }
+        }
+    }
+
+    async fn start_containers(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, mut pre: Option<Preattach>) -> Result<(), PodError> {
+        let pod_dir = self.pod_dir(&rec.id);
+        for i in 0..rec.containers.len() {
+            let c = rec.containers[i].clone();
+            let storage = ContainerStorage {
+                id: c.id.clone(),
+                lowers: c.lowers.iter().map(Into::into).collect(),
+                upper: pod_dir.join("containers").join(&c.id).join("upper"),
+                work: pod_dir.join("containers").join(&c.id).join("work"),
+            };
+            let (driver, sb) = (self.driver.clone(), rt.sandbox.clone());
+            let rootfs = tokio::task::spawn_blocking(move || driver.attach_rootfs(&sb, &storage))
+                .await
+                .map_err(|e| PodError::Internal(e.to_string()))??;
+            let mut mounts = Vec::new();
+            for (vol, path, ro) in &c.volumes {
+                let v = rec.volumes.iter().find(|v| &v.name == vol).ok_or_else(|| PodError::Internal(format!("volume {vol} vanished")))?;
+                let source = self.driver.share_dir(&rt.sandbox, &format!("{}-{vol}", rec.id), std::path::Path::new(&v.host_path))?;
+                mounts.push(Mount { source, destination: path.clone(), read_only: *ro });
+            }
+            let log = LogWriter::open(&self.log_path(&rec.id, &c.name)).map_err(|e| PodError::Internal(format!("opening the log of {}: {e}", c.name)))?;
+            let base = (log.stdout, log.stderr);
+            let stdout = rt.stream_id();
+            let stderr = (!c.tty).then(|| rt.stream_id());
+            let stdin = c.stdin.then(|| rt.stream_id());
+            {
+                let mut inner = rt.lock();
+                let mut crt = ContainerRt { log: Arc::new(tokio::sync::Mutex::new(log)), subscribers: vec![], exit_waiters: vec![], stdin };
+                if pre.as_ref().is_some_and(|p| p.container == c.name) {
+                    let p = pre.take().expect("checked");
+                    crt.subscribers.push(p.output);
+                    crt.exit_waiters.push(p.exit);
+                }
+                inner.containers.insert(c.id.clone(), crt);
+                inner.routes.insert(stdout, Route::Log { container: c.id.clone(), source: Source::Stdout, base: base.0 });
+                if let Some(s) = stderr {
+                    inner.routes.insert(s, Route::Log { container: c.id.clone(), source: Source::Stderr, base: base.1 });
+                }
+            }
+            if let Some(s) = stdin {
+                rt.add_input(s);
+            }
+            let config = ContainerConfig {
+                id: c.id.clone(),
+                rootfs,
+                read_only: c.read_only,
+                mounts,
+                files: c.files.clone(),
+                sysctl: c.sysctl.clone(),
+                restart: c.restart,
+                process: ProcessConfig {
+                    args: c.args.clone(),
+                    env: c.env.clone(),
+                    cwd: c.workdir.clone(),
+                    user: c.user.clone(),
+                    group: c.group.clone(),
+                    additional_groups: c.additional_groups.clone(),
+                    terminal: c.tty,
+                    stdin,
+                    stdout,
+                    stderr,
+                    rlimits: c.rlimits.clone(),
+                },
+            };
+            let pid = match rt.agent.call(Request::StartContainer(config)).await {
+                Ok(Reply::Started { pid }) => pid,
+                Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
+                Err(e) => return Err(PodError::Sandbox(format!("starting container {}: {}", c.name, e.message))),
+            };
+            let s = &mut rec.containers[i].status;
+            s.state = "running".into();
+            s.pid = Some(pid);
+            s.exit_code = None;
+            s.started = Some(now());
+            s.finished = None;
+            s.restarts = 0;
+            s.stdout_stream = Some(stdout);
+            s.stderr_stream = stderr;
+            s.stdin_stream = stdin;
+            s.log_base = base;
+        }
+        if let Some(p) = pre {
+            return Err(PodError::NotFound(format!("pod {} has no container {}", rec.name, p.container)));
+        }
+        Ok(())
+    }
+
+    /// Stops every running container of the pod: its stop signal, then SIGKILL after `grace`. Waits for the exits.
+    async fn stop_containers(&self, rec: &PodRecord, rt: &Arc<Runtime>, grace: Duration) {
+        let mut waits = Vec::new();
+        for c in &rec.containers {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if let Some(crt) = rt.lock().containers.get_mut(&c.id) {
+                crt.exit_waiters.push(tx);
+            } else {
+                continue;
+            }
+            let running = self.store.get(&rec.id).ok().flatten().and_then(|r| r.containers.iter().find(|x| x.id == c.id).map(|x| x.status.state == "running")).unwrap_or(false);
+            if !running {
+                continue;
+            }
+            let req = Request::StopContainer { id: c.id.clone(), signal: c.stop_signal, timeout_ms: grace.as_millis() as u64 };
+            match rt.agent.call(req).await {
+                Ok(_) => waits.push(rx),
+                Err(e) => log::warn!("pod {}: stopping container {}: {}", rec.id, c.name, e.message),
+            }
+        }
+        let all = futures_join(waits);
+        if tokio::time::timeout(grace + EXIT_SLACK, all).await.is_err() {
+            log::warn!("pod {}: containers did not report their exit in time", rec.id);
+        }
+    }
+
+    /// Ends a pod's sandbox and forgets its runtime; marks its running containers exited.
+    async fn teardown(&self, rec: &mut PodRecord, rt: &Arc<Runtime>) {
+        rt.set_closing();
+        let _ = rt.agent.call_timeout(Request::Shutdown, Duration::from_secs(5)).await;
+        for c in &rec.containers {
+            let _ = self.driver.detach_rootfs(&rt.sandbox, &c.id);
+        }
+        for v in &rec.volumes {
+            let _ = self.driver.unshare_dir(&rt.sandbox, &format!("{}-{}", rec.id, v.name));
+        }
+        self.destroy_sandbox(&rt.sandbox).await;
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+        rec.sandbox = None;
+        if let Ok(Some(latest)) = self.store.get(&rec.id) {
+            for (c, l) in rec.containers.iter_mut().zip(latest.containers) {
+                if l.id == c.id {
+                    c.status = l.status;
+                }
+            }
+        }
+        for c in &mut rec.containers {
+            if c.status.state == "running" {
+                c.status.state = "exited".into();
+                c.status.pid = None;
+                c.status.finished = Some(now());
+            }
+        }
+    }
+
+    async fn destroy_sandbox(&self, s: &SandboxState) {
+        let (driver, s2) = (self.driver.clone(), s.clone());
+        match tokio::task::spawn_blocking(move || driver.destroy(&s2)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("{}", chain(&e)),
+            Err(e) => log::error!("destroying sandbox {}: {e}", s.id),
+        }
+    }
+
+    /// Stops a Running pod: containers get their stop signal, then SIGKILL after `grace`; the sandbox ends;
+    /// the pod is Created again with its storage intact.
+    pub async fn stop(&self, key: &str, grace: Duration) -> Result<PodRecord, PodError> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        self.stop_locked(&id, grace).await
+    }
+
+    async fn stop_locked(&self, id: &str, grace: Duration) -> Result<PodRecord, PodError> {
+        let mut rec = self.store.resolve(id)?;
+        if rec.state != PodState::Running {
+            return Err(PodError::Conflict(format!("pod {} is not running", rec.name)));
+        }
+        match self.runtime(&rec.id) {
+            Some(rt) => {
+                self.stop_containers(&rec, &rt, grace).await;
+                self.teardown(&mut rec, &rt).await;
+            }
+            None => {
+                if let Some(sb) = rec.sandbox.take() {
+                    self.destroy_sandbox(&sb).await;
+                }
+            }
+        }
+        rec.state = PodState::Created;
+        let _g = self.records.lock().await;
+        self.store.put(&[&rec])?;
+        log::info!("stopped pod {} ({})", rec.id, rec.name);
+        Ok(rec)
+    }
+
+    /// Removes a pod and everything it owns (writable layers, pod volumes, logs). A running pod needs `force`.
+    pub async fn remove(&self, key: &str, force: bool) -> Result<PodRecord, PodError> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let rec = self.store.resolve(&id)?;
+        if rec.state == PodState::Running {
+            if !force {
+                return Err(PodError::Conflict(format!("pod {} is running: stop it first, or remove it with --force", rec.name)));
+            }
+            self.stop_locked(&id, Duration::from_secs(0)).await?;
+        }
+        let rec = self.store.resolve(&id)?;
+        if let Some(sb) = &rec.sandbox {
+            self.destroy_sandbox(sb).await;
+        }
+        let dir = self.pod_dir(&rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if dir.exists() {
+                return Err(PodError::Internal(format!("removing {}: {e}", dir.display())));
+            }
+        }
+        {
+            let _g = self.records.lock().await;
+            self.store.delete(&rec)?;
+        }
+        if let Err(e) = self.images.release(&format!("pod:{}", rec.id)).await {
+            log::warn!("releasing the images of pod {}: {}", rec.id, chain(&e));
+        }
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+        log::info!("removed pod {} ({})", rec.id, rec.name);
+        Ok(rec)
+    }
+
+    /// Runs NEW in OLD's sandbox: OLD's containers stop and OLD is Created again; the same sandbox (same
+    /// pod-init, same namespaces) then runs NEW's containers with NEW's hostname.
+    pub async fn replace(&self, old_key: &str, new_key: &str) -> Result<PodRecord, PodError> {
+        let old_id = self.store.resolve(old_key)?.id;
+        let new_id = self.store.resolve(new_key)?.id;
+        if old_id == new_id {
+            return Err(PodError::InvalidArgument("a pod cannot replace itself".into()));
+        }
+        // Always lock in id order, so two replaces of the same pair cannot deadlock.
+        let (first, second) = if old_id < new_id { (&old_id, &new_id) } else { (&new_id, &old_id) };
+        let (l1, l2) = (self.lock_for(first), self.lock_for(second));
+        let _g1 = l1.lock().await;
+        let _g2 = l2.lock().await;
+        let mut old = self.store.resolve(&old_id)?;
+        let mut new = self.store.resolve(&new_id)?;
+        if old.state != PodState::Running {
+            return Err(PodError::Conflict(format!("pod {} is not running: replace needs a running pod to take the sandbox from", old.name)));
+        }
+        if new.state != PodState::Created {
+            return Err(PodError::Conflict(format!("pod {} is {}: only a created pod can replace another", new.name, new.state.as_str())));
+        }
+        if (old.vcpu, old.memory) != (new.vcpu, new.memory) {
+            return Err(PodError::Conflict(format!(
+                "pods {} ({} vCPU, {} MiB) and {} ({} vCPU, {} MiB) have different resources",
+                old.name, old.vcpu, old.memory, new.name, new.vcpu, new.memory
+            )));
+        }
+        let rt = self.runtime(&old.id).ok_or_else(|| PodError::Conflict(format!("pod {} has no live sandbox", old.name)))?;
+
+        self.stop_containers(&old, &rt, Duration::from_secs(10)).await;
+        rt.agent.call(Request::ResetPod).await.map_err(|e| agent_err("resetting the sandbox", e))?;
+        for c in &old.containers {
+            let _ = self.driver.detach_rootfs(&rt.sandbox, &c.id);
+        }
+        for v in &old.volumes {
+            let _ = self.driver.unshare_dir(&rt.sandbox, &format!("{}-{}", old.id, v.name));
+        }
+        // Hand the sandbox over.
+        if let Ok(Some(latest)) = self.store.get(&old.id) {
+            old.containers = latest.containers;
+        }
+        for c in &mut old.containers {
+            if c.status.state == "running" {
+                c.status.state = "exited".into();
+                c.status.pid = None;
+                c.status.finished = Some(now());
+            }
+        }
+        old.state = PodState::Created;
+        old.sandbox = None;
+        new.sandbox = Some(rt.sandbox.clone());
+        rt.hand_over(&new.id);
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.remove(&old.id);
+            running.insert(new.id.clone(), rt.clone());
+        }
+        {
+            let _g = self.records.lock().await;
+            self.store.put(&[&old, &new])?;
+        }
+        let started = async {
+            rt.agent.call(Request::SetupPod(pod_setup(&new))).await.map_err(|e| agent_err("setting up the pod", e))?;
+            self.start_containers(&mut new, &rt, None).await
+        }
+        .await;
+        if let Err(e) = started {
+            self.teardown(&mut new, &rt).await;
+            new.state = PodState::Created;
+            let _g = self.records.lock().await;
+            self.store.put(&[&new])?;
+            return Err(e);
+        }
+        new.state = PodState::Running;
+        new.failure = None;
+        let _g = self.records.lock().await;
+        self.store.put(&[&new])?;
+        log::info!("replaced pod {} with {} in sandbox {}", old.id, new.id, rt.sandbox.id);
+        Ok(new)
+    }
+
+    /// Sends a signal to the main process of every running container of the pod.
+    pub async fn kill(&self, key: &str, signal: i32) -> Result<PodRecord, PodError> {
+        let rec = self.store.resolve(key)?;
+        if rec.state != PodState::Running {
+            return Err(PodError::Conflict(format!("pod {} is not running", rec.name)));
+        }
+        let rt = self.runtime(&rec.id).ok_or_else(|| PodError::Conflict(format!("pod {} has no live sandbox", rec.name)))?;
+        for c in rec.containers.iter().filter(|c| c.status.state == "running") {
+            rt.agent
+                .call(Request::SignalContainer { id: c.id.clone(), signal, all: false })
+                .await
+                .map_err(|e| agent_err(&format!("signalling {}", c.name), e))?;
+        }
+        Ok(rec)
+    }
+
+    /// A container's main process ended (reported by the agent).
+    pub(crate) async fn container_exited(&self, rt: &Runtime, container_id: &str, code: i32) {
+        let pod_id = rt.pod_id();
+        let all_done = {
+            let _g = self.records.lock().await;
+            let Ok(Some(mut rec)) = self.store.get(&pod_id) else { return };
+            let Some(c) = rec.containers.iter_mut().find(|c| c.id == container_id) else { return };
+            c.status.state = "exited".into();
+            c.status.exit_code = Some(code);
+            c.status.pid = None;
+            c.status.finished = Some(now());
+            log::info!("pod {pod_id}: container {} exited with {code}", c.name);
+            let done = rec.state == PodState::Running && rec.containers.iter().all(|c| c.status.state != "running");
+            if let Err(e) = self.store.put(&[&rec]) {
+                log::error!("recording the exit of {container_id}: {e}");
+            }
+            done
+        };
+        if all_done {
+            // Every container ended: the sandbox has nothing left to do.
+            let e = self.arc();
+            let sandbox_id = rt.sandbox.id.clone();
+            tokio::spawn(async move { e.finish(&pod_id, &sandbox_id).await });
+        }
+    }
+
+    /// Stops (and with auto-remove, removes) a pod whose containers have all exited.
+    async fn finish(&self, pod_id: &str, sandbox_id: &str) {
+        let lock = self.lock_for(pod_id);
+        let g = lock.lock().await;
+        let Ok(Some(rec)) = self.store.get(pod_id) else { return };
+        let same = rec.sandbox.as_ref().is_some_and(|s| s.id == sandbox_id);
+        if rec.state != PodState::Running || !same || rec.containers.iter().any(|c| c.status.state == "running") {
+            return;
+        }
+        if let Err(e) = self.stop_locked(pod_id, Duration::from_secs(1)).await {
+            log::warn!("pod {pod_id}: stopping after its containers exited: {e}");
+            return;
+        }
+        drop(g);
+        if rec.auto_remove {
+            if let Err(e) = self.remove(pod_id, false).await {
+                log::warn!("pod {pod_id}: auto-remove: {e}");
+            }
+        }
+    }
+
+    pub(crate) async fn container_restarted(&self, rt: &Runtime, container_id: &str, pid: i32, restarts: u32) {
+        let _g = self.records.lock().await;
+        let Ok(Some(mut rec)) = self.store.get(&rt.pod_id()) else { return };
+        if let Some(c) = rec.containers.iter_mut().find(|c| c.id == container_id) {
+            c.status.state = "running".into();
+            c.status.pid = Some(pid);
+            c.status.restarts = restarts;
+            c.status.exit_code = None;
+            c.status.started = Some(now());
+            c.status.finished = None;
+            let _ = self.store.put(&[&rec]);
+        }
+    }
+
+    /// The sandbox of a running pod died under us: the pod is Failed, with the reason.
+    pub(crate) async fn sandbox_lost(&self, rt: &Arc<Runtime>, reason: &str) {
+        let pod_id = rt.pod_id();
+        let lock = self.lock_for(&pod_id);
+        let _g = lock.lock().await;
+        let Ok(Some(mut rec)) = self.store.get(&pod_id) else { return };
+        if rec.state != PodState::Running || rec.sandbox.as_ref().is_none_or(|s| s.id != rt.sandbox.id) {
+            return;
+        }
+        let alive = self.driver.is_alive(&rt.sandbox);
+        self.teardown(&mut rec, rt).await;
+        rec.state = PodState::Failed;
+        rec.failure = Some(if alive {
+            format!("lost the connection to the agent ({reason})")
+        } else {
+            format!("the sandbox ({} {}) died: {reason}", rt.sandbox.driver, rt.sandbox.pid)
+        });
+        let _g = self.records.lock().await;
+        let _ = self.store.put(&[&rec]);
+        log::warn!("pod {pod_id} failed: {}", rec.failure.as_deref().unwrap_or(""));
+    }
+
+    /// After a daemon restart: reconnects to every running pod's agent, resumes logs where they stopped,
+    /// and cleans up sandboxes of starts that were interrupted.
+    pub async fn recover(&self) {
+        let Ok(all) = self.store.all() else { return };
+        for mut rec in all {
+            match rec.state {
+                PodState::Running => {
+                    if let Err(e) = self.recover_pod(&rec).await {
+                        log::warn!("pod {}: cannot resume: {e}", rec.id);
+                        if let Some(sb) = rec.sandbox.take() {
+                            self.destroy_sandbox(&sb).await;
+                        }
+                        rec.state = PodState::Failed;
+                        rec.failure = Some(format!("lost while hyperd was not running: {e}"));
+                        for c in &mut rec.containers {
+                            if c.status.state == "running" {
+                                c.status.state = "exited".into();
+                                c.status.pid = None;
+                            }
+                        }
+                        let _ = self.store.put(&[&rec]);
+                    }
+                }
+                _ => {
+                    if let Some(sb) = rec.sandbox.take() {
+                        log::info!("pod {}: removing sandbox {} of an interrupted start", rec.id, sb.id);
+                        self.destroy_sandbox(&sb).await;
+                        let _ = self.store.put(&[&rec]);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn recover_pod(&self, rec: &PodRecord) -> Result<(), PodError> {
+        let sb = rec.sandbox.clone().ok_or_else(|| PodError::Internal("running without a sandbox".into()))?;
+        if !self.driver.is_alive(&sb) {
+            return Err(PodError::Sandbox(format!("the sandbox ({} pid {}) is gone", sb.driver, sb.pid)));
+        }
+        let (client, rx) = AgentClient::connect(&sb.socket, Duration::from_secs(10)).await.map_err(PodError::Sandbox)?;
+        let state = match client.call_timeout(Request::Hello { version: agent_proto::VERSION }, Duration::from_secs(10)).await {
+            Ok(Reply::Hello { state, .. }) => state,
+            Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
+            Err(e) => return Err(agent_err("greeting the agent", e)),
+        };
+        let max_stream = state
+            .containers
+            .iter()
+            .chain(&state.execs)
+            .flat_map(|p| [p.stdin, Some(p.stdout), p.stderr])
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        let rt = Arc::new(Runtime::new(&rec.id, sb.clone(), client, max_stream + 1));
+        let mut positions = Vec::new();
+        let mut exited = Vec::new();
+        for c in &rec.containers {
+            let Some(p) = state.containers.iter().find(|p| p.id == c.id) else {
+                if c.status.state == "running" {
+                    exited.push((c.id.clone(), 255));
+                }
+                continue;
+            };
+            let log = LogWriter::open(&self.log_path(&rec.id, &c.name)).map_err(|e| PodError::Internal(format!("opening the log of {}: {e}", c.name)))?;
+            let base = c.status.log_base;
+            positions.push(StreamPosition { stream: p.stdout, offset: log.stdout.saturating_sub(base.0) });
+            if let Some(e) = p.stderr {
+                positions.push(StreamPosition { stream: e, offset: log.stderr.saturating_sub(base.1) });
+            }
+            let mut inner = rt.lock();
+            inner.routes.insert(p.stdout, Route::Log { container: c.id.clone(), source: Source::Stdout, base: base.0 });
+            if let Some(e) = p.stderr {
+                inner.routes.insert(e, Route::Log { container: c.id.clone(), source: Source::Stderr, base: base.1 });
+            }
+            inner.containers.insert(c.id.clone(), ContainerRt { log: Arc::new(tokio::sync::Mutex::new(log)), subscribers: vec![], exit_waiters: vec![], stdin: p.stdin });
+            drop(inner);
+            if let Some(s) = p.stdin {
+                rt.add_input(s);
+            }
+            if let Some(x) = p.exit {
+                exited.push((c.id.clone(), x.code));
+            }
+        }
+        // Execs started by clients of the previous daemon: their output has nobody to go to.
+        for e in &state.execs {
+            let mut inner = rt.lock();
+            for s in [Some(e.stdout), e.stderr].into_iter().flatten() {
+                inner.routes.insert(s, Route::Discard);
+            }
+            drop(inner);
+            positions.push(StreamPosition { stream: e.stdout, offset: 0 });
+            if e.exit.is_some() {
+                let _ = rt.agent.call(Request::RemoveExec { id: e.id.clone() }).await;
+            }
+        }
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), rt.clone());
+        tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
+        rt.agent.call(Request::Attach { streams: positions }).await.map_err(|e| agent_err("resuming streams", e))?;
+        for (id, code) in exited {
+            self.container_exited(&rt, &id, code).await;
+        }
+        log::info!("pod {}: resumed (sandbox {})", rec.id, sb.id);
+        Ok(())
+    }
+}
+
+/// Waits for every receiver (ignoring dropped senders).
+async fn futures_join(rxs: Vec<tokio::sync::oneshot::Receiver<i32>>) {
+    for r in rxs {
+        let _ = r.await;
+    }
+}

@@ -1,0 +1,247 @@
+//! A running pod: its agent connection and where each stream's bytes go.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agent_proto::Event;
+use bytes::Bytes;
+use sandbox::SandboxState;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::agent::{AgentClient, Inbound};
+use crate::io::Chunk;
+use crate::logs::{LogWriter, Source};
+use crate::Engine;
+
+/// Where an output stream goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Route {
+    /// A container's stdout/stderr: its log, then attached clients.
+    Log { container: String, source: Source, base: u64 },
+    /// An exec'd process's output: its client.
+    Exec { exec: String, stderr: bool },
+    /// Nobody wants it (an exec whose client went away with the previous daemon).
+    Discard,
+}
+
+#[derive(Debug)]
+pub(crate) struct ContainerRt {
+    pub log: Arc<tokio::sync::Mutex<LogWriter>>,
+    pub subscribers: Vec<mpsc::Sender<Chunk>>,
+    pub exit_waiters: Vec<oneshot::Sender<i32>>,
+    pub stdin: Option<u32>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ExecRt {
+    pub output: Option<mpsc::Sender<Chunk>>,
+    pub exit: Option<oneshot::Sender<i32>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Inner {
+    pub routes: HashMap<u32, Route>,
+    /// Input streams: acknowledged offset.
+    pub inputs: HashMap<u32, watch::Sender<u64>>,
+    pub containers: HashMap<String, ContainerRt>,
+    pub execs: HashMap<String, ExecRt>,
+    /// The daemon is ending this sandbox: a lost connection is expected.
+    pub closing: bool,
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    /// The pod using this sandbox (`replace` hands it to another pod).
+    pod_id: Mutex<String>,
+    pub sandbox: SandboxState,
+    pub agent: AgentClient,
+    pub(crate) inner: Mutex<Inner>,
+    next_stream: AtomicU32,
+}
+
+impl Runtime {
+    pub(crate) fn new(pod_id: &str, sandbox: SandboxState, agent: AgentClient, first_stream: u32) -> Runtime {
+        Runtime {
+            pod_id: Mutex::new(pod_id.to_string()),
+            sandbox,
+            agent,
+            inner: Mutex::new(Inner::default()),
+            next_stream: AtomicU32::new(first_stream.max(1)),
+        }
+    }
+
+    pub fn pod_id(&self) -> String {
+        self.pod_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Hands the sandbox to another pod, forgetting the streams and processes of the previous one.
+    pub(crate) fn hand_over(&self, pod_id: &str) {
+        *self.pod_id.lock().unwrap_or_else(|e| e.into_inner()) = pod_id.to_string();
+        let mut inner = self.lock();
+        inner.routes.clear();
+        inner.inputs.clear();
+        inner.containers.clear();
+        inner.execs.clear();
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn stream_id(&self) -> u32 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers an input stream; returns the watch of its acknowledged offset.
+    pub(crate) fn add_input(&self, stream: u32) -> watch::Receiver<u64> {
+        let (tx, rx) = watch::channel(0);
+        self.lock().inputs.insert(stream, tx);
+        rx
+    }
+
+    pub(crate) fn set_closing(&self) {
+        self.lock().closing = true;
+    }
+}
+
+/// Consumes everything the agent sends besides responses, in order, for one running pod.
+pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Inbound::Data { stream, offset, data } => {
+                let route = rt.lock().routes.get(&stream).cloned().unwrap_or(Route::Discard);
+                match route {
+                    Route::Log { container, source, base } => {
+                        let (log, subs) = {
+                            let inner = rt.lock();
+                            match inner.containers.get(&container) {
+                                Some(c) => (c.log.clone(), c.subscribers.clone()),
+                                None => {
+                                    rt.agent.send_ack(stream, offset + data.len() as u64);
+                                    continue;
+                                }
+                            }
+                        };
+                        let mut log = log.lock().await;
+                        // The log holds every run of the container; this run's stream starts at `base`.
+                        let have = match source {
+                            Source::Stdout => log.stdout,
+                            Source::Stderr => log.stderr,
+                        }
+                        .saturating_sub(base);
+                        // Resent after a reconnection: keep only what the log lacks.
+                        let end = offset + data.len() as u64;
+                        if end <= have {
+                            rt.agent.send_ack(stream, have);
+                            continue;
+                        }
+                        let fresh = &data[(have.saturating_sub(offset) as usize).min(data.len())..];
+                        if let Err(e) = log.write(source, fresh) {
+                            log::error!("pod {}: writing log {}: {e}", rt.pod_id(), log.path().display());
+                        }
+                        let new_have = match source {
+                            Source::Stdout => log.stdout,
+                            Source::Stderr => log.stderr,
+                        }
+                        .saturating_sub(base);
+                        drop(log);
+                        rt.agent.send_ack(stream, new_have);
+                        let chunk = match source {
+                            Source::Stdout => Chunk::Stdout(Bytes::copy_from_slice(fresh)),
+                            Source::Stderr => Chunk::Stderr(Bytes::copy_from_slice(fresh)),
+                        };
+                        let mut gone = Vec::new();
+                        for (i, s) in subs.iter().enumerate() {
+                            if s.send(chunk.clone()).await.is_err() {
+                                gone.push(i);
+                            }
+                        }
+                        if !gone.is_empty() {
+                            if let Some(c) = rt.lock().containers.get_mut(&container) {
+                                c.subscribers.retain(|s| !s.is_closed());
+                            }
+                        }
+                    }
+                    Route::Exec { exec, stderr } => {
+                        let out = rt.lock().execs.get(&exec).and_then(|e| e.output.clone());
+                        if let Some(out) = out {
+                            let chunk = if stderr { Chunk::Stderr(Bytes::from(data.clone())) } else { Chunk::Stdout(Bytes::from(data.clone())) };
+                            if out.send(chunk).await.is_err() {
+                                if let Some(e) = rt.lock().execs.get_mut(&exec) {
+                                    e.output = None;
+                                }
+                            }
+                        }
+                        rt.agent.send_ack(stream, offset + data.len() as u64);
+                    }
+                    Route::Discard => rt.agent.send_ack(stream, offset + data.len() as u64),
+                }
+            }
+            Inbound::Close { stream, offset } => {
+                // Output streams end on their own; the exit event that follows is what sessions wait for.
+                log::trace!("pod {}: stream {stream} closed at {offset}", rt.pod_id());
+            }
+            Inbound::Ack { stream, offset } => {
+                if let Some(w) = rt.lock().inputs.get(&stream) {
+                    w.send_modify(|v| *v = (*v).max(offset));
+                }
+            }
+            Inbound::Event(Event::Exited { id, exec: false, status, .. }) => {
+                // The record first: whoever registers a waiter after the waiters are taken sees it exited.
+                engine.container_exited(&rt, &id, status.code).await;
+                let waiters = {
+                    let mut inner = rt.lock();
+                    match inner.containers.get_mut(&id) {
+                        Some(c) => {
+                            c.subscribers.clear();
+                            std::mem::take(&mut c.exit_waiters)
+                        }
+                        None => vec![],
+                    }
+                };
+                for w in waiters {
+                    let _ = w.send(status.code);
+                }
+            }
+            Inbound::Event(Event::Exited { id, exec: true, status, .. }) => {
+                let e = rt.lock().execs.remove(&id);
+                if let Some(mut e) = e {
+                    if let Some(x) = e.exit.take() {
+                        let _ = x.send(status.code);
+                    }
+                }
+                let agent = rt.agent.clone();
+                tokio::spawn(async move {
+                    let _ = agent.call(agent_proto::Request::RemoveExec { id }).await;
+                });
+            }
+            Inbound::Event(Event::Restarted { id, pid, restarts }) => {
+                engine.container_restarted(&rt, &id, pid, restarts).await;
+            }
+            Inbound::Disconnected(reason) => {
+                let expected = rt.lock().closing;
+                if !expected {
+                    log::warn!("pod {}: lost its sandbox: {reason}", rt.pod_id());
+                    let e = engine.clone();
+                    let rt2 = rt.clone();
+                    tokio::spawn(async move { e.sandbox_lost(&rt2, &reason).await });
+                }
+                // Wake everyone waiting on this pod.
+                let mut inner = rt.lock();
+                for c in inner.containers.values_mut() {
+                    c.subscribers.clear();
+                    for w in c.exit_waiters.drain(..) {
+                        let _ = w.send(137);
+                    }
+                }
+                for (_, e) in inner.execs.drain() {
+                    if let Some(x) = e.exit {
+                        let _ = x.send(137);
+                    }
+                }
+                return;
+            }
+        }
+    }
+}

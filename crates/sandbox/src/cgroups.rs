@@ -1,0 +1,147 @@
+//! A thin cgroup writer for pod limits: cgroup v2 when the unified hierarchy has controllers, else v1
+//! (memory, cpu, pids). On hybrid hosts (v1 controllers plus an empty v2 mount) v1 is used.
+
+use std::path::{Path, PathBuf};
+
+use crate::{SandboxError, io_err};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
+
+/// Limits for one sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub vcpu: u32,
+    pub pids: u64,
+}
+
+/// The cgroup directories of one sandbox (one per v1 controller, or one v2 directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    pub paths: Vec<PathBuf>,
+    pub v2: bool,
+}
+
+fn is_v2() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+fn write(p: &Path, v: &str) -> Result<(), SandboxError> {
+    std::fs::write(p, v).map_err(io_err(format!("writing {v:?} to {}", p.display())))
+}
+
+impl Cgroup {
+    /// The cgroup named `hyper/<name>` (not created).
+    pub fn named(name: &str) -> Cgroup {
+        if is_v2() {
+            Cgroup { paths: vec![Path::new(ROOT).join("hyper").join(name)], v2: true }
+        } else {
+            let paths = V1_CONTROLLERS
+                .iter()
+                .map(|c| Path::new(ROOT).join(c))
+                .filter(|p| p.is_dir())
+                .map(|p| p.join("hyper").join(name))
+                .collect();
+            Cgroup { paths, v2: false }
+        }
+    }
+
+    /// Creates the cgroup with its limits.
+    pub fn create(name: &str, l: Limits) -> Result<Cgroup, SandboxError> {
+        let cg = Cgroup::named(name);
+        if cg.v2 {
+            let parent = Path::new(ROOT).join("hyper");
+            std::fs::create_dir_all(&parent).map_err(io_err(format!("creating {}", parent.display())))?;
+            for p in [Path::new(ROOT), parent.as_path()] {
+                // Enable what is available; a missing controller only means no limit of that kind.
+                let _ = std::fs::write(p.join("cgroup.subtree_control"), "+memory +cpu +pids");
+            }
+        }
+        for p in &cg.paths {
+            std::fs::create_dir_all(p).map_err(io_err(format!("creating cgroup {}", p.display())))?;
+        }
+        for p in &cg.paths {
+            let f = |n: &str| p.join(n);
+            if cg.v2 {
+                if f("memory.max").exists() {
+                    write(&f("memory.max"), &l.memory_bytes.to_string())?;
+                }
+                if f("cpu.max").exists() {
+                    write(&f("cpu.max"), &format!("{} 100000", u64::from(l.vcpu) * 100_000))?;
+                }
+                if f("pids.max").exists() {
+                    write(&f("pids.max"), &l.pids.to_string())?;
+                }
+            } else if p.starts_with(Path::new(ROOT).join("memory")) {
+                write(&f("memory.limit_in_bytes"), &l.memory_bytes.to_string())?;
+            } else if p.starts_with(Path::new(ROOT).join("cpu")) {
+                write(&f("cpu.cfs_period_us"), "100000")?;
+                write(&f("cpu.cfs_quota_us"), &(u64::from(l.vcpu) * 100_000).to_string())?;
+            } else if p.starts_with(Path::new(ROOT).join("pids")) {
+                write(&f("pids.max"), &l.pids.to_string())?;
+            }
+        }
+        Ok(cg)
+    }
+
+    /// The `cgroup.procs` files a new process writes itself into.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.paths.iter().map(|p| p.join("cgroup.procs")).collect()
+    }
+
+    /// Every process in the cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .paths
+            .iter()
+            .flat_map(|p| std::fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<_>>())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// SIGKILLs everything in the cgroup until it is empty (or `timeout` passes); returns whether it emptied.
+    pub fn kill_all(&self, timeout: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            for p in pids {
+                // SAFETY: kill has no memory arguments.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Removes the (empty) cgroup directories; returns the failures.
+    pub fn remove(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        for p in &self.paths {
+            if p.exists() {
+                // A just-emptied cgroup can briefly report busy.
+                let mut r = std::fs::remove_dir(p);
+                for _ in 0..50 {
+                    if r.is_ok() || !p.exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    r = std::fs::remove_dir(p);
+                }
+                if let Err(e) = r {
+                    if p.exists() {
+                        errs.push(format!("removing cgroup {}: {e}", p.display()));
+                    }
+                }
+            }
+        }
+        errs
+    }
+}

@@ -1,0 +1,114 @@
+//! Sandbox drivers.
+//!
+//! A sandbox is where a pod's agent (`hyperstart`) runs as the pod's init: a QEMU virtual machine, or a set of
+//! fresh host namespaces. A driver starts and ends sandboxes and says how the agent sees host storage; it knows
+//! nothing of pods, containers' processes or the daemon (those live in the agent and in libpod).
+
+pub mod cgroups;
+pub mod ns;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use agent_proto::Rootfs;
+use serde::{Deserialize, Serialize};
+
+/// What a new sandbox gets.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub id: String,
+    /// Host directory for the sandbox's state (sockets, logs); created by the driver, removed on destroy.
+    pub dir: PathBuf,
+    pub vcpu: u32,
+    pub memory_mb: u32,
+}
+
+/// A running sandbox, as persisted by the daemon (so a restarted daemon finds it again).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxState {
+    pub id: String,
+    pub driver: String,
+    /// The host process that embodies the sandbox (the agent, or QEMU).
+    pub pid: i32,
+    /// Its start time in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart.
+    pub start_time: u64,
+    /// Unix socket to connect to for the agent.
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+    pub started: String,
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+}
+
+/// A container's storage on the host: image snapshots and its writable layer.
+#[derive(Debug, Clone)]
+pub struct ContainerStorage {
+    pub id: String,
+    /// Snapshot directories, lowest layer first.
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    /// Teardown keeps going after a failure; these are all the failures.
+    #[error("tearing down sandbox {id}: {}", errors.join("; "))]
+    Teardown { id: String, errors: Vec<String> },
+}
+
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let context = context.into();
+    move |source| SandboxError::Io { context, source }
+}
+
+/// The operations every driver provides.
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// Facts for `hyper info` (kernel, accelerator, ...).
+    fn info(&self) -> Vec<(String, String)>;
+    /// Starts a sandbox whose agent will accept a connection on the returned state's `socket`.
+    fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError>;
+    /// Makes a container's storage visible to the agent and says how the agent mounts it.
+    fn attach_rootfs(&self, s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError>;
+    /// Undoes [`Driver::attach_rootfs`] (the container's processes are gone).
+    fn detach_rootfs(&self, s: &SandboxState, container_id: &str) -> Result<(), SandboxError>;
+    /// Makes a host directory visible to the agent; returns the path the agent sees.
+    fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError>;
+    /// Undoes [`Driver::share_dir`].
+    fn unshare_dir(&self, s: &SandboxState, name: &str) -> Result<(), SandboxError>;
+    /// Whether the sandbox's process still runs.
+    fn is_alive(&self, s: &SandboxState) -> bool;
+    /// Ends the sandbox: kills whatever is left of it and releases every host resource it had. Keeps going after
+    /// a failure and reports them all.
+    fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError>;
+}
+
+/// The start time of a process (ticks since boot), from /proc/PID/stat.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start_time` (and not a zombie).
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(close) = s.rfind(')') else { return false };
+    let mut f = s[close + 2..].split_whitespace();
+    let state = f.next().unwrap_or("");
+    state != "Z" && state != "X" && process_start_time(pid) == Some(start_time)
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,197 @@
+//! The `ns` driver: the agent runs in fresh host namespaces (PID, IPC, UTS, network, mount) inside a cgroup
+//! that carries the pod's limits. For hosts without virtualisation, and for fast tests.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use agent_proto::Rootfs;
+
+use crate::cgroups::{Cgroup, Limits};
+use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, process_start_time};
+
+/// Unix socket paths are limited to 107 bytes.
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug)]
+pub struct NsDriver {
+    /// The static hyperstart binary.
+    agent: PathBuf,
+}
+
+impl NsDriver {
+    pub fn new(agent: PathBuf) -> NsDriver {
+        NsDriver { agent }
+    }
+}
+
+fn cgroup_name(id: &str) -> String {
+    id.to_string()
+}
+
+impl Driver for NsDriver {
+    fn name(&self) -> &'static str {
+        "ns"
+    }
+
+    fn info(&self) -> Vec<(String, String)> {
+        let cg = Cgroup::named("x");
+        vec![
+            ("Agent".into(), self.agent.display().to_string()),
+            ("Isolation".into(), "host namespaces (pid, ipc, uts, net, mount), seccomp, capabilities".into()),
+            ("Cgroups".into(), if cg.v2 { "v2".into() } else { "v1".into() }),
+        ]
+    }
+
+    fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError> {
+        std::fs::create_dir_all(&cfg.dir).map_err(io_err(format!("creating {}", cfg.dir.display())))?;
+        let socket = cfg.dir.join("agent.sock");
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(SandboxError::Setup(format!(
+                "the agent socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --root",
+                socket.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
+        let limits = Limits { memory_bytes: u64::from(cfg.memory_mb) << 20, vcpu: cfg.vcpu, pids: 32768 };
+        let cgroup = Cgroup::create(&cgroup_name(&cfg.id), limits)?;
+        let result = self.spawn_agent(cfg, &listener, &cgroup);
+        drop(listener);
+        match result {
+            Ok((pid, start_time)) => {
+                let mut details = std::collections::BTreeMap::new();
+                details.insert("cgroups".into(), cgroup.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","));
+                details.insert("agent_log".into(), cfg.dir.join("agent.log").display().to_string());
+                Ok(SandboxState {
+                    id: cfg.id.clone(),
+                    driver: "ns".into(),
+                    pid,
+                    start_time,
+                    socket,
+                    dir: cfg.dir.clone(),
+                    started: now_rfc3339(),
+                    details,
+                })
+            }
+            Err(e) => {
+                cgroup.kill_all(Duration::from_secs(2));
+                cgroup.remove();
+                let _ = std::fs::remove_dir_all(&cfg.dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn attach_rootfs(&self, _s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError> {
+        // The agent's mount namespace is a copy of the host's: it mounts the overlay itself, inside the
+        // container's own mount namespace, so nothing is mounted on the host.
+        Ok(Rootfs::Overlay {
+            lower: c.lowers.iter().rev().map(|p| p.display().to_string()).collect(),
+            upper: c.upper.display().to_string(),
+            work: c.work.display().to_string(),
+        })
+    }
+
+    fn detach_rootfs(&self, _s: &SandboxState, _id: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
+    fn share_dir(&self, _s: &SandboxState, _name: &str, host: &Path) -> Result<String, SandboxError> {
+        Ok(host.display().to_string())
+    }
+
+    fn unshare_dir(&self, _s: &SandboxState, _name: &str) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
+    fn is_alive(&self, s: &SandboxState) -> bool {
+        process_alive(s.pid, s.start_time)
+    }
+
+    fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError> {
+        let mut errors = Vec::new();
+        let cgroup = Cgroup::named(&cgroup_name(&s.id));
+        // Everything the sandbox ran lives in its cgroup: the agent, pod-init, every container process.
+        if !cgroup.kill_all(Duration::from_secs(10)) {
+            errors.push(format!("processes still alive in {:?}", cgroup.paths));
+        }
+        if process_alive(s.pid, s.start_time) {
+            // SAFETY: kill has no memory arguments; the pid was checked against its start time just above.
+            unsafe { libc::kill(s.pid, libc::SIGKILL) };
+        }
+        errors.extend(cgroup.remove());
+        if let Err(e) = std::fs::remove_dir_all(&s.dir) {
+            if s.dir.exists() {
+                errors.push(format!("removing {}: {e}", s.dir.display()));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(SandboxError::Teardown { id: s.id.clone(), errors }) }
+    }
+}
+
+fn cstring(p: &Path) -> Result<CString, SandboxError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Setup(format!("path {} contains NUL", p.display())))
+}
+
+impl NsDriver {
+    fn spawn_agent(&self, cfg: &SandboxConfig, listener: &std::os::unix::net::UnixListener, cgroup: &Cgroup) -> Result<(i32, u64), SandboxError> {
+        let log_path = cfg.dir.join("agent.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_err(format!("opening {}", log_path.display())))?;
+        let procs: Vec<CString> = cgroup.procs_files().iter().map(|p| cstring(p)).collect::<Result<_, _>>()?;
+        let listen_fd = listener.as_raw_fd();
+        let mut cmd = Command::new(&self.agent);
+        cmd.arg("agent")
+            .arg("--listen-fd")
+            .arg("3")
+            .arg("--work")
+            .arg(cfg.dir.join("agent"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(io_err("dup log"))?)
+            .stderr(log);
+        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe system
+        // calls (setsid, open, write, close, dup2, fcntl, unshare) on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for p in &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::dup2(listen_fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let flags = libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWPID;
+                if libc::unshare(flags) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io_err(format!("starting the agent {}", self.agent.display())))?;
+        let pid = child.id() as i32;
+        let start_time = process_start_time(pid).unwrap_or(0);
+        // The agent outlives this daemon if it must; while we live, we reap it.
+        std::thread::Builder::new()
+            .name(format!("reap-{}", cfg.id))
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let _ = child.wait();
+            })
+            .map_err(io_err("starting a reaper thread"))?;
+        Ok((pid, start_time))
+    }
+}
