@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Build a small OCI/Docker image from Debian's busybox-static, as a docker-archive tar.
 
-Usage: build-busybox-image.py OUT.tar [NAME:TAG]
+Usage: build-busybox-image.py OUT.tar [NAME:TAG [MARKER]]
+
+With MARKER, the image gets a second layer holding /etc/MARKER (a different image on the same base layer, for
+tests that need two images).
 
 The image has /bin/busybox with a symlink per applet, /etc/passwd and /etc/group (root, nobody and an
 unprivileged `app` user), and the usual empty directories. Timestamps are fixed, so the same busybox binary
@@ -28,6 +31,7 @@ def add_link(t, name, target):
 def main():
     out = sys.argv[1]
     name = sys.argv[2] if len(sys.argv) > 2 else "busybox:latest"
+    marker = sys.argv[3] if len(sys.argv) > 3 else None
     applets = subprocess.run([BUSYBOX, "--list-full"], check=True, capture_output=True, text=True).stdout.split()
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -49,24 +53,32 @@ def main():
         add_file(t, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
         add_file(t, "etc/group", b"root:x:0:\ntty:x:5:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n")
         add_file(t, "etc/os-release", b'NAME="hyper busybox"\nID=busybox\n')
-    layer_bytes = layer.getvalue()
-    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    layers = [layer.getvalue()]
+    if marker:
+        extra = io.BytesIO()
+        with tarfile.open(fileobj=extra, mode="w", format=tarfile.PAX_FORMAT) as t:
+            add_dir(t, "etc")
+            add_file(t, "etc/" + marker, (marker + "\n").encode())
+        layers.append(extra.getvalue())
+    diff_ids = ["sha256:" + hashlib.sha256(l).hexdigest() for l in layers]
     config = {
         "architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "scripts/build-busybox-image.py"}],
     }
     config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
     config_hex = hashlib.sha256(config_bytes).hexdigest()
-    layer_hex = diff_id.split(":")[1]
-    manifest = [{"Config": config_hex + ".json", "RepoTags": [name], "Layers": [layer_hex + "/layer.tar"]}]
+    hexes = [d.split(":")[1] for d in diff_ids]
+    manifest = [{"Config": config_hex + ".json", "RepoTags": [name], "Layers": [h + "/layer.tar" for h in hexes]}]
     tmp = out + ".tmp"
     with tarfile.open(tmp, mode="w") as t:
         add_file(t, config_hex + ".json", config_bytes)
-        add_dir(t, layer_hex)
-        add_file(t, layer_hex + "/layer.tar", layer_bytes)
+        for h, l in zip(hexes, layers):
+            add_dir(t, h)
+            add_file(t, h + "/layer.tar", l)
         add_file(t, "manifest.json", json.dumps(manifest).encode())
+
     os.replace(tmp, out)
     print(f"{out}: {name} sha256:{config_hex}")
 

@@ -12,6 +12,8 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build -p hyperstart --target x86
 install -m 0755 target/x86_64-unknown-linux-gnu/debug/hyperstart target/debug/hyperstart
 fixtures=target/debug/fixtures
 mkdir -p "$fixtures"
-if [ ! -f "$fixtures/busybox.tar" ] || [ scripts/build-busybox-image.py -nt "$fixtures/busybox.tar" ] || [ /bin/busybox -nt "$fixtures/busybox.tar" ]; then
+if [ ! -f "$fixtures/toolbox.tar" ] || [ scripts/build-busybox-image.py -nt "$fixtures/toolbox.tar" ] || [ /bin/busybox -nt "$fixtures/toolbox.tar" ]; then
   python3 scripts/build-busybox-image.py "$fixtures/busybox.tar" busybox:latest >/dev/null
+  python3 scripts/build-busybox-image.py "$fixtures/toolbox.tar" toolbox:latest toolbox >/dev/null
 fi
+

@@ -145,3 +145,55 @@ impl Drop for Daemon {
         }
     }
 }
+
+impl Daemon {
+    /// Starts hyperd with a sandbox driver and loads the busybox and toolbox test images.
+    pub fn with_driver(driver: &str, extra: &[&str]) -> Daemon {
+        let mut args = vec!["--driver", driver];
+        args.extend_from_slice(extra);
+        let d = Daemon::start(&args);
+        for img in ["busybox.tar", "toolbox.tar"] {
+            let p = crate::fixtures_dir().join(img);
+            d.ok(&["load", "-i", p.to_str().expect("utf-8 path")]);
+        }
+        d
+    }
+
+    /// `hyper inspect POD` parsed.
+    pub fn inspect(&self, pod: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", pod])).expect("inspect JSON")
+    }
+
+    /// Writes a podfile into the daemon's temporary directory; returns its path.
+    pub fn podfile(&self, name: &str, content: &serde_json::Value) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, serde_json::to_vec_pretty(content).expect("json")).expect("write podfile");
+        p.display().to_string()
+    }
+
+    /// Runs a shell command in a pod's container and returns its stdout (panics on failure).
+    pub fn sh(&self, target: &str, script: &str) -> String {
+        self.ok(&["exec", target, "sh", "-c", script])
+    }
+}
+
+/// Host processes that belong to a sandbox: its id in their command line or in their cgroup.
+pub fn sandbox_processes(sandbox_id: &str) -> Vec<i32> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if !zombie && (String::from_utf8_lossy(&cmd).contains(sandbox_id) || cg.contains(sandbox_id)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Host mounts whose source or target mentions `needle`.
+pub fn mounts_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().filter(|l| l.contains(needle)).map(str::to_string).collect()
+}

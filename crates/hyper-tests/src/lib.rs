@@ -6,7 +6,9 @@
 
 pub mod daemon;
 pub mod image;
+pub mod pty;
 pub mod registry;
+
 
 use std::net::TcpListener;
 use std::path::PathBuf;

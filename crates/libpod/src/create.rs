@@ -236,7 +236,10 @@ impl Engine {
             }
             for v in record.volumes.iter().filter(|v| v.owned) {
                 std::fs::create_dir_all(&v.host_path)?;
+                // Shared by containers that may run as different users: writable by all, like /tmp.
+                std::fs::set_permissions(&v.host_path, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
             }
+
             std::fs::create_dir_all(pod_dir.join("logs"))
         };
         let undo = || {

@@ -439,11 +439,14 @@ impl Engine {
         }
         let rt = self.runtime(&rec.id).ok_or_else(|| PodError::Conflict(format!("pod {} has no live sandbox", rec.name)))?;
         for c in rec.containers.iter().filter(|c| c.status.state == "running") {
-            rt.agent
-                .call(Request::SignalContainer { id: c.id.clone(), signal, all: false })
-                .await
-                .map_err(|e| agent_err(&format!("signalling {}", c.name), e))?;
+            match rt.agent.call(Request::SignalContainer { id: c.id.clone(), signal, all: false }).await {
+                Ok(_) => {}
+                // Between two runs of its restart policy: nothing to signal.
+                Err(e) if e.kind == agent_proto::AgentErrorKind::Conflict => {}
+                Err(e) => return Err(agent_err(&format!("signalling {}", c.name), e)),
+            }
         }
+
         Ok(rec)
     }
 

@@ -1,0 +1,374 @@
+//! Pod semantics and lifecycle, end to end, for every sandbox driver (one suite, parameterised by driver).
+
+use std::path::Path;
+use std::time::Duration;
+
+use hyper_tests::daemon::{Daemon, mounts_mentioning, sandbox_processes};
+use hyper_tests::wait_until;
+use serde_json::{Value, json};
+
+fn state(d: &Daemon, pod: &str) -> String {
+    d.inspect(pod)["state"].as_str().unwrap().to_string()
+}
+
+fn sandbox_id(d: &Daemon, pod: &str) -> String {
+    d.inspect(pod)["sandbox"]["id"].as_str().unwrap_or_else(|| panic!("pod {pod} has no sandbox")).to_string()
+}
+
+/// Nothing of a sandbox is left on the host: no process, no mount, no state directory.
+fn assert_sandbox_gone(d: &Daemon, sb: &str) {
+    let gone = wait_until(Duration::from_secs(10), || sandbox_processes(sb).is_empty());
+    assert!(gone, "processes of sandbox {sb} remain: {:?}", sandbox_processes(sb));
+    assert_eq!(mounts_mentioning(sb), Vec::<String>::new(), "mounts of sandbox {sb} remain");
+    assert!(!d.root.join("sandboxes").join(sb).exists(), "state of sandbox {sb} remains");
+    for c in ["memory", "cpu", "pids", "unified"] {
+        assert!(!Path::new("/sys/fs/cgroup").join(c).join("hyper").join(sb).exists(), "cgroup {c}/hyper/{sb} remains");
+    }
+}
+
+fn long_running_pod(name: &str) -> Value {
+    json!({"id": name, "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "100000"]}]})
+}
+
+/// Two containers from two different images: one PID, IPC, UTS and network namespace, two root filesystems.
+pub fn shared_namespaces(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let pf = d.podfile(
+        "pod.json",
+        &json!({"id": "duo", "hostname": "duo-host", "containers": [
+            {"name": "a", "image": "busybox", "command": ["sleep", "1000"]},
+            {"name": "b", "image": "toolbox", "command": ["sleep", "1001"]}]}),
+    );
+    d.ok(&["run", "-d", &pf]);
+    // ps in one lists the other's processes
+    let ps = d.sh("duo/a", "ps -o pid,args");
+    assert!(ps.contains("sleep 1001"), "a sees b's process: {ps}");
+    let ps = d.sh("duo/b", "ps -o pid,args");
+    assert!(ps.contains("sleep 1000"), "b sees a's process: {ps}");
+    // same hostname
+    assert_eq!(d.sh("duo/a", "hostname").trim(), "duo-host");
+    assert_eq!(d.sh("duo/b", "hostname").trim(), "duo-host");
+    // the same namespaces but for mounts
+    let ns = |t: &str| d.sh(t, "for n in pid ipc uts net mnt; do readlink /proc/self/ns/$n; done");
+    let (na, nb) = (ns("duo/a"), ns("duo/b"));
+    let (la, lb): (Vec<&str>, Vec<&str>) = (na.lines().collect(), nb.lines().collect());
+    assert_eq!(la[..4], lb[..4], "pid, ipc, uts and net namespaces are shared");
+    assert_ne!(la[4], lb[4], "each container has its own mount namespace");
+    // POSIX shared memory written in one is read in the other
+    d.sh("duo/a", "echo shared-segment > /dev/shm/seg");
+    assert_eq!(d.sh("duo/b", "cat /dev/shm/seg").trim(), "shared-segment");
+    // same network interfaces
+    assert_eq!(d.sh("duo/a", "ls /sys/class/net"), d.sh("duo/b", "ls /sys/class/net"));
+    // separate root filesystems: a file at / of one is absent from the other
+    d.sh("duo/a", "echo mine > /only-in-a");
+    let out = d.hyper(&["exec", "duo/b", "cat", "/only-in-a"]);
+    assert!(!out.status.success(), "b must not see a's root filesystem");
+    assert!(d.sh("duo/b", "cat /etc/toolbox").contains("toolbox"), "b runs its own image");
+    assert!(!d.hyper(&["exec", "duo/a", "cat", "/etc/toolbox"]).status.success(), "a runs its own image");
+    // the agent is invisible to the pod: pid 1 is pod-init
+    assert!(d.sh("duo/a", "cat /proc/1/cmdline | tr '\\0' ' '").contains("pod-init"));
+    d.ok(&["rm", "-f", "duo"]);
+}
+
+/// The whole lifecycle, checking state, processes, mounts and files after every step.
+pub fn lifecycle(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let old = d.podfile("old.json", &json!({"id": "old", "hostname": "old-host", "resource": {"vcpu": 1, "memory": 128},
+        "containers": [{"name": "web", "image": "busybox", "command": ["sleep", "100000"]}]}));
+    let new = d.podfile("new.json", &json!({"id": "new", "hostname": "new-host", "resource": {"vcpu": 1, "memory": 128},
+        "containers": [{"name": "app", "image": "toolbox", "command": ["sleep", "100001"]}]}));
+    let big = d.podfile("big.json", &json!({"id": "big", "resource": {"vcpu": 2, "memory": 256},
+        "containers": [{"image": "busybox", "command": ["true"]}]}));
+
+    // create: Created, storage allocated, no sandbox, no process
+    let id = d.ok(&["create", "-p", &old]).trim().to_string();
+    assert!(id.starts_with("pod-"), "{id}");
+    assert_eq!(state(&d, "old"), "created");
+    assert!(d.inspect("old")["sandbox"].is_null());
+    assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
+    assert!(d.root.join("pods").join(&id).join("containers").is_dir(), "writable layers are allocated at create");
+    // stop of a Created pod: a clear error, no change
+    let err = d.fails(&["stop", "old"]);
+    assert!(err.contains("pod old is not running"), "{err}");
+    assert_eq!(state(&d, "old"), "created");
+
+    // start: Running
+    d.ok(&["start", "old"]);
+    assert_eq!(state(&d, "old"), "running");
+    let sb = sandbox_id(&d, "old");
+    assert!(!sandbox_processes(&sb).is_empty());
+    let c = &d.inspect("old")["containers"][0];
+    assert_eq!(c["state"], "running");
+    assert!(c["pid"].as_i64().unwrap() > 0);
+    // start of a Running pod: a clear error, no change
+    let err = d.fails(&["start", "old"]);
+    assert!(err.contains("pod old is already running"), "{err}");
+    assert_eq!(sandbox_id(&d, "old"), sb);
+
+    // a write survives stop/start
+    d.sh("old", "echo persisted > /data.txt");
+    d.ok(&["stop", "old"]);
+    assert_eq!(state(&d, "old"), "created");
+    assert_eq!(d.inspect("old")["containers"][0]["state"], "exited");
+    assert_sandbox_gone(&d, &sb);
+    d.ok(&["start", "old"]);
+    assert_eq!(d.sh("old", "cat /data.txt").trim(), "persisted");
+    let sb = sandbox_id(&d, "old");
+    let sandbox_pid = d.inspect("old")["sandbox"]["pid"].clone();
+
+    // replace: wrong states and resources are refused without change
+    d.ok(&["create", "-p", &new]);
+    d.ok(&["create", "-p", &big]);
+    let err = d.fails(&["replace", "-o", "new", "-n", "old"]);
+    assert!(err.contains("pod new is not running"), "{err}");
+    let err = d.fails(&["replace", "-o", "old", "-n", "big"]);
+    assert!(err.contains("different resources"), "{err}");
+    assert_eq!((state(&d, "old"), state(&d, "new")), ("running".into(), "created".into()));
+    assert_eq!(sandbox_id(&d, "old"), sb);
+
+    // replace: OLD back to Created, NEW runs in the same sandbox
+    d.ok(&["replace", "-o", "old", "-n", "new"]);
+    assert_eq!(state(&d, "old"), "created");
+    assert_eq!(state(&d, "new"), "running");
+    assert_eq!(sandbox_id(&d, "new"), sb, "the sandbox was handed over");
+    assert_eq!(d.inspect("new")["sandbox"]["pid"], sandbox_pid, "the same sandbox process");
+    assert_eq!(d.sh("new", "hostname").trim(), "new-host");
+    let ps = d.sh("new", "ps -o args");
+    assert!(ps.contains("sleep 100001") && !ps.contains("sleep 100000"), "only NEW's processes run: {ps}");
+    assert!(ps.contains("pod-init"), "the same pod-init: {ps}");
+    assert!(d.sh("new", "cat /etc/toolbox").contains("toolbox"));
+    // replace with NEW not Created: refused
+    let err = d.fails(&["replace", "-o", "new", "-n", "new"]);
+    assert!(err.contains("cannot replace itself"), "{err}");
+    d.ok(&["start", "old"]);
+    let err = d.fails(&["replace", "-o", "new", "-n", "old"]);
+    assert!(err.contains("only a created pod can replace another"), "{err}");
+    d.ok(&["stop", "-t", "1", "old"]);
+
+    // rm of a running pod needs -f; rm removes everything
+    let err = d.fails(&["rm", "new"]);
+    assert!(err.contains("is running"), "{err}");
+    d.ok(&["rm", "-f", "new"]);
+    assert_sandbox_gone(&d, &sb);
+    d.ok(&["rm", "old", "big"]);
+    assert_eq!(d.entries("pods"), Vec::<String>::new(), "nothing of the pods is left under the root");
+    assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
+    assert_eq!(mounts_mentioning(d.root.to_str().unwrap()), Vec::<String>::new());
+    assert_eq!(d.json(&["list"]), json!([]));
+}
+
+/// `run -t` through a real pseudo-terminal: prompt, output, resize, exit code.
+pub fn run_tty(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let mut pty = hyper_tests::pty::Pty::spawn(&d, &["run", "-t", "--rm", "--name", "tty", "busybox", "sh"]);
+    pty.expect("# ", Duration::from_secs(60));
+    pty.send("echo hel''lo\n");
+    pty.expect("hello\r\n", Duration::from_secs(10));
+    pty.resize(33, 99);
+    std::thread::sleep(Duration::from_millis(300));
+    pty.send("stty size\n");
+    pty.expect("33 99", Duration::from_secs(10));
+    pty.send("exit 7\n");
+    assert_eq!(pty.wait(), 7, "hyper exits with the shell's code");
+    assert!(wait_until(Duration::from_secs(20), || d.json(&["list"]) == json!([])), "--rm removed the pod");
+}
+
+/// A daemon killed with SIGKILL: its pods keep running, and after a restart they are fully manageable, with
+/// logs written while it was down.
+pub fn daemon_restart(driver: &str) {
+    let mut d = Daemon::with_driver(driver, &[]);
+    for i in 0..3 {
+        let pf = d.podfile(&format!("p{i}.json"), &json!({"id": format!("p{i}"), "containers": [{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.02; done"]}]}));
+        d.ok(&["run", "-d", &pf]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    d.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.restart();
+    for i in 0..3 {
+        let p = format!("p{i}");
+        assert_eq!(state(&d, &p), "running", "{p} survived the daemon");
+        assert_eq!(d.sh(&p, "echo alive").trim(), "alive", "exec works in {p}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..3 {
+        let p = format!("p{i}");
+        d.ok(&["stop", "-t", "1", &p]);
+        let logs = d.ok(&["logs", &p]);
+        let nums: Vec<u64> = logs.lines().map(|l| l.trim_start_matches("line ").parse().unwrap_or_else(|_| panic!("bad line {l:?}"))).collect();
+        assert!(nums.len() > 60, "{p}: only {} lines", nums.len());
+        for (k, n) in nums.iter().enumerate() {
+            assert_eq!(*n, k as u64, "{p}: the log is continuous (no gap, no duplicate) across the daemon's death");
+        }
+    }
+}
+
+/// Bad podfiles: clear errors, nothing created.
+pub fn bad_podfiles(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let dir = d.dir.path();
+    let cases: Vec<(&str, &str, &str)> = vec![
+        ("malformed.json", "{\"containers\": [", "malformed JSON"),
+        ("malformed.yaml", "containers: [ {", "malformed YAML"),
+        ("unknown.json", r#"{"containers":[{"image":"busybox","comand":["true"]}]}"#, "containers[0].comand: unknown field (did you mean `command`?)"),
+        ("noimage.json", r#"{"containers":[{"name":"x"}]}"#, "containers[0]"),
+        ("missing.json", r#"{"containers":[{"image":"127.0.0.1:1/nope/missing:1"}]}"#, "containers[0].image: pulling 127.0.0.1:1/nope/missing:1"),
+        ("dup.json", r#"{"containers":[{"name":"a","image":"busybox"},{"name":"a","image":"busybox"}]}"#, "containers[1].name: duplicate container name \"a\""),
+        ("host.json", r#"{"hostname":"not_valid!","containers":[{"image":"busybox"}]}"#, "hostname: invalid hostname"),
+    ];
+    for (name, text, expect) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        let err = d.fails(&["create", "-p", p.to_str().unwrap()]);
+        assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
+        assert!(err.contains(name) || !expect.starts_with("malformed"), "{name}: the error names the file: {err}");
+    }
+    // The daemon refuses bad podfiles on its own too (not only the CLI).
+    let out = d.ok(&["list", "--format", "json"]);
+    assert_eq!(out.trim(), "[]");
+    assert_eq!(d.entries("pods"), Vec::<String>::new(), "nothing was allocated");
+    // A duplicate pod name
+    let pf = d.podfile("a.json", &long_running_pod("same"));
+    d.ok(&["create", &pf]);
+    let err = d.fails(&["create", &pf]);
+    assert!(err.contains("a pod named \"same\" exists"), "{err}");
+    assert_eq!(d.entries("pods").len(), 1);
+}
+
+/// Every podfile field does what Hyper's did: volumes (pod-owned, host vfs, shared, read-only), files with
+/// mode and owner, users and groups from the image, envs for exec'd processes too, sysctls, ulimits, readOnly.
+pub fn podfile_fields(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let host_dir = d.dir.path().join("hostvol");
+    std::fs::create_dir(&host_dir).unwrap();
+    // The container runs as uid 1000: the host directory's own permissions apply.
+    std::fs::set_permissions(&host_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    std::fs::write(host_dir.join("from-host"), "hi from host").unwrap();
+    let pf = d.podfile("f.json", &json!({
+        "id": "fields", "hostname": "fields",
+        "containers": [
+            {"name": "w", "image": "busybox", "command": ["sleep", "1000"], "workdir": "/work/dir",
+             "envs": [{"env": "MODE", "value": "prod"}, {"env": "PATH", "value": "/bin:/usr/bin"}],
+             "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]},
+             "volumes": [{"volume": "data", "path": "/data"}, {"volume": "host", "path": "/host"}],
+             "files": [{"filename": "cfg", "path": "/etc/app/", "perm": "0640", "user": "app", "group": "staff"},
+                       {"filename": "bin", "path": "/usr/local/bin/hello.sh", "perm": "0755"}],
+             "sysctl": {"net.ipv4.ip_unprivileged_port_start": "80"},
+             "ulimits": [{"Name": "nofile", "Soft": 1234, "Hard": 2345}]},
+            {"name": "r", "image": "busybox", "command": ["sleep", "1000"], "readOnly": true,
+             "volumes": [{"volume": "data", "path": "/mnt/data", "readOnly": true}]}],
+        "files": [{"name": "cfg", "encoding": "raw", "content": "key=value\n"},
+                  {"name": "bin", "encoding": "base64", "content": "IyEvYmluL3NoCmVjaG8gaGVsbG8gZnJvbSBmaWxlCg=="}],
+        "volumes": [{"name": "data", "source": "", "format": ""},
+                    {"name": "host", "source": host_dir.to_str().unwrap(), "format": "vfs"}]
+    }));
+    d.ok(&["run", "-d", &pf]);
+    let id = d.sh("fields/w", "id");
+    assert!(id.contains("uid=1000(app)") && id.contains("gid=50(staff)") && id.contains("tty"), "{id}");
+    assert_eq!(d.sh("fields/w", "pwd").trim(), "/work/dir");
+    assert_eq!(d.sh("fields/w", "echo $MODE:$PATH").trim(), "prod:/bin:/usr/bin", "envs reach exec'd processes");
+    assert_eq!(d.sh("fields/w", "stat -c '%a %U %G' /etc/app/cfg").trim(), "640 app staff");
+    assert_eq!(d.sh("fields/w", "cat /etc/app/cfg"), "key=value\n");
+    assert_eq!(d.sh("fields/w", "/usr/local/bin/hello.sh").trim(), "hello from file");
+
+    assert_eq!(d.sh("fields/w", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start").trim(), "80");
+    assert_eq!(d.sh("fields/w", "ulimit -n").trim(), "1234");
+    // one volume, two containers, two paths; read-only enforced; host directory shared both ways
+    d.sh("fields/w", "echo shared > /data/x");
+    assert_eq!(d.sh("fields/r", "cat /mnt/data/x").trim(), "shared");
+    assert!(!d.hyper(&["exec", "fields/r", "sh", "-c", "echo no > /mnt/data/y"]).status.success(), "readOnly volume");
+    assert!(!d.hyper(&["exec", "fields/r", "touch", "/rootfile"]).status.success(), "readOnly rootfs");
+    assert_eq!(d.sh("fields/w", "cat /host/from-host"), "hi from host");
+    d.sh("fields/w", "echo from-pod > /host/from-pod");
+    assert_eq!(std::fs::read_to_string(host_dir.join("from-pod")).unwrap().trim(), "from-pod");
+    // pod-owned volume lives under the pod and goes with it; the host directory stays
+    let pod_id = d.inspect("fields")["id"].as_str().unwrap().to_string();
+    assert!(d.root.join("pods").join(&pod_id).join("volumes/data/x").exists());
+    d.ok(&["rm", "-f", "fields"]);
+    assert!(!d.root.join("pods").join(&pod_id).exists());
+    assert!(host_dir.join("from-pod").exists(), "a vfs volume's host directory is not the pod's to delete");
+}
+
+/// Security defaults: Docker's capability set, no_new_privs, seccomp, and a cgroup with the pod's limits.
+pub fn confinement(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let pf = d.podfile("c.json", &json!({"id": "conf", "resource": {"vcpu": 1, "memory": 96},
+        "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let status = d.sh("conf", "grep -E 'CapEff|CapBnd|NoNewPrivs|Seccomp:' /proc/self/status");
+    assert!(status.contains("CapEff:\t00000000a80425fb"), "{status}");
+    assert!(status.contains("CapBnd:\t00000000a80425fb"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    let out = d.hyper(&["exec", "conf", "sh", "-c", "mount -t tmpfs x /mnt"]);
+    assert!(!out.status.success(), "mount is refused inside a container");
+    let out = d.hyper(&["exec", "conf", "unshare", "-U", "true"]);
+    assert!(!out.status.success(), "new namespaces are refused inside a container");
+    let mem = d.sh("conf", "cat /sys/fs/cgroup/memory.max 2>/dev/null || true");
+    let sb = sandbox_id(&d, "conf");
+    if driver == "ns" {
+        let v1 = Path::new("/sys/fs/cgroup/memory/hyper").join(&sb).join("memory.limit_in_bytes");
+        let v2 = Path::new("/sys/fs/cgroup/hyper").join(&sb).join("memory.max");
+        let limit = std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2)).expect("the pod's memory cgroup");
+        assert_eq!(limit.trim(), (96u64 << 20).to_string());
+        let _ = mem;
+    }
+    d.ok(&["rm", "-f", "conf"]);
+}
+
+/// exec with input, kill, restart policies, logs options, list output.
+pub fn processes_and_logs(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let pf = d.podfile("p.json", &json!({"id": "procs", "containers": [
+        {"name": "main", "image": "busybox", "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo out $i; echo err $i >&2; done; sleep 1000"]},
+        {"name": "flaky", "image": "busybox", "command": ["sh", "-c", "echo try; exit 1"], "restartPolicy": "onFailure"}]}));
+    d.ok(&["run", "-d", &pf]);
+    // exec with stdin
+    let mut child = d.cmd(&["exec", "-i", "procs/main", "sh", "-c", "tr a-z A-Z; exit 4"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut i = child.stdin.take().unwrap();
+        i.write_all(b"hello through stdin\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO THROUGH STDIN\n");
+    assert_eq!(out.status.code(), Some(4), "exec returns the process's exit code");
+    // restart policy
+    assert!(wait_until(Duration::from_secs(20), || d.inspect("procs")["containers"][1]["restarts"].as_u64().unwrap_or(0) >= 2), "onFailure restarts");
+    // logs: both streams, tail, timestamps
+    assert!(wait_until(Duration::from_secs(10), || d.ok(&["logs", "procs/main"]).lines().count() >= 5));
+    let out = d.hyper(&["logs", "procs/main"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out 1\nout 2\nout 3\nout 4\nout 5\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err 1\nerr 2\nerr 3\nerr 4\nerr 5\n");
+    let tail = d.hyper(&["logs", "--tail", "2", "procs/main"]);
+    let t = String::from_utf8_lossy(&tail.stdout).to_string() + &String::from_utf8_lossy(&tail.stderr);
+    assert_eq!(t.lines().count(), 2, "{t}");
+    let ts = d.ok(&["logs", "--timestamps", "procs/main"]);
+    assert!(ts.lines().all(|l| l.len() > 20 && l.as_bytes()[4] == b'-' && l.contains("out ")), "{ts}");
+    assert!(d.ok(&["logs", "procs/flaky"]).lines().filter(|l| *l == "try").count() >= 2, "one log across restarts");
+    // logs -f follows until the container ends
+    let f = d.cmd(&["logs", "-f", "procs/main"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    d.ok(&["kill", "-s", "TERM", "procs"]);
+    let out = f.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("out 5"));
+    assert!(wait_until(Duration::from_secs(10), || d.inspect("procs")["containers"][0]["exit_code"] == json!(143)), "killed by SIGTERM: 128+15");
+    // list
+    let list = d.ok(&["list"]);
+    assert!(list.starts_with("POD ID") && list.contains("NAME") && list.contains("STATE") && list.contains("DRIVER") && list.contains("CREATED"), "{list}");
+    let cs = d.ok(&["list", "containers"]);
+    assert!(cs.contains("flaky") && cs.contains("main"), "{cs}");
+    d.ok(&["rm", "-f", "procs"]);
+}
+
+macro_rules! pod_suite {
+    ($driver:literal: $($name:ident),* $(,)?) => {
+        $( #[test] fn $name() { super::$name($driver) } )*
+    };
+}
+
+mod ns {
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+}
