@@ -11,5 +11,5 @@ cargo test --workspace --no-run --quiet 2>/dev/null || cargo test --workspace --
 exec unshare --net --mount --propagation private -- bash -c '
   set -e
   ip link set lo up
-  exec cargo test --workspace --offline "$@"
+  exec cargo test --workspace --offline --no-fail-fast "$@"
 ' test.sh "$@"

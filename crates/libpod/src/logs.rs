@@ -177,12 +177,12 @@ mod tests {
         w.write(Source::Stdout, b"hello\nwor").unwrap();
         w.write(Source::Stdout, b"ld\n").unwrap();
         w.write(Source::Stderr, b"oops\n").unwrap();
-        assert_eq!((w.stdout, w.stderr), (13, 5));
+        assert_eq!((w.stdout, w.stderr), (12, 5));
         drop(w);
         // A crash left half a record behind.
         std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"2026-01-01T00:00:00Z stdout F trunc").unwrap();
         let w = LogWriter::open(&p).unwrap();
-        assert_eq!((w.stdout, w.stderr), (13, 5), "offsets recovered, the torn record dropped");
+        assert_eq!((w.stdout, w.stderr), (12, 5), "offsets recovered, the torn record dropped");
         let (recs, _) = read_from(&p, 0).unwrap();
         let text: Vec<u8> = recs
             .iter()
