@@ -11,5 +11,12 @@ case "$what" in
     python3 bench/make_image.py /var/cache/hyper/bench/big-oci 300 10
     exec unshare --net -- bash -c 'ip link set lo up; exec python3 bench/pull.py "$0" "$1"' "$PWD/target/release" /var/cache/hyper/bench/big-oci
     ;;
+  pods)
+    bash scripts/build.sh >/dev/null
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p hyperstart --target x86_64-unknown-linux-gnu --quiet
+    install -m 0755 target/x86_64-unknown-linux-gnu/release/hyperstart target/release/hyperstart
+    exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/pods.py "$0" "$1"' "$PWD/target/release" "$PWD/target/debug/fixtures"
+    ;;
   *) echo "unknown benchmark $what" >&2; exit 2 ;;
+
 esac
