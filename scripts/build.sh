@@ -7,9 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build ${CARGO_BUILD_FLAGS:-}
 # The agent must not depend on the host's libraries: glibc, linked statically. RUSTFLAGS with an explicit
-# --target applies to the agent only, not to build scripts and proc-macros.
-RUSTFLAGS="-C target-feature=+crt-static" cargo build -p hyperstart --target x86_64-unknown-linux-gnu ${CARGO_BUILD_FLAGS:-}
-install -m 0755 target/x86_64-unknown-linux-gnu/debug/hyperstart target/debug/hyperstart
+# --target applies to the agent only, not to build scripts and proc-macros. Optimised and stripped: it is
+# the /init of every VM, read and run under emulation on hosts without KVM.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p hyperstart --target x86_64-unknown-linux-gnu ${CARGO_BUILD_FLAGS:-}
+install -m 0755 -s target/x86_64-unknown-linux-gnu/release/hyperstart target/debug/hyperstart
+if [ ! -f target/debug/hyper-initrd.img ] || [ target/debug/hyperstart -nt target/debug/hyper-initrd.img ] || [ scripts/build-initrd.py -nt target/debug/hyper-initrd.img ]; then
+  python3 scripts/build-initrd.py target/debug/hyperstart target/debug/hyper-initrd.img
+fi
+
 fixtures=target/debug/fixtures
 mkdir -p "$fixtures"
 if [ ! -f "$fixtures/toolbox.tar" ] || [ scripts/build-busybox-image.py -nt "$fixtures/toolbox.tar" ] || [ /bin/busybox -nt "$fixtures/toolbox.tar" ]; then

@@ -27,3 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
   rm -f /usr/sbin/policy-rc.d
 fi
+
+# The guest kernel (several minutes, once per machine; cached under /var/cache/hyper/kernel).
+bash scripts/build-kernel.sh
+

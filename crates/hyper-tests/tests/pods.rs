@@ -372,3 +372,8 @@ macro_rules! pod_suite {
 mod ns {
     pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
+
+mod qemu {
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+}
+

@@ -33,12 +33,24 @@ pub struct Flags {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Sandbox driver: `ns` (host namespaces).
+    /// Sandbox driver: `qemu` (a VM per pod, the default) or `ns` (host namespaces).
     #[arg(long, value_name = "DRIVER")]
     pub driver: Option<String>,
-    /// The static hyperstart agent binary (default: `hyperstart` next to hyperd).
+    /// The static hyperstart agent binary, for the ns driver (default: `hyperstart` next to hyperd).
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
+    /// Guest kernel for the qemu driver (default: the one scripts/setup.sh builds).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Guest initrd for the qemu driver (default: `hyper-initrd.img` next to hyperd).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// QEMU binary.
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+    /// Accelerator: auto (KVM only if it can really run the guest), kvm or tcg.
+    #[arg(long, value_name = "auto|kvm|tcg")]
+    pub accel: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +65,10 @@ struct FileConfig {
     log_level: Option<String>,
     driver: Option<String>,
     agent: Option<PathBuf>,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    qemu: Option<PathBuf>,
+    accel: Option<String>,
 }
 
 /// The effective configuration.
@@ -66,7 +82,14 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub driver: String,
     pub agent: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub qemu: PathBuf,
+    pub accel: sandbox::qemu::AccelRequest,
 }
+
+/// Where scripts/setup.sh puts the guest kernel.
+pub const DEFAULT_KERNEL: &str = "/var/cache/hyper/kernel/vmlinuz";
 
 impl Config {
     pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {
@@ -109,17 +132,25 @@ impl Config {
         let log_level = level
             .parse()
             .map_err(|_| anyhow::anyhow!("invalid log level {level:?} (error, warn, info, debug, trace)"))?;
-        let driver = flags.driver.or(file.driver).unwrap_or_else(|| "ns".into());
-        if driver != "ns" {
-            bail!("--driver {driver:?}: unknown sandbox driver (ns)");
+        let driver = flags.driver.or(file.driver).unwrap_or_else(|| "qemu".into());
+        if driver != "ns" && driver != "qemu" {
+            bail!("--driver {driver:?}: unknown sandbox driver (qemu or ns)");
         }
-        let agent = match flags.agent.or(file.agent) {
-            Some(a) => a,
-            None => std::env::current_exe().context("locating hyperd")?.with_file_name("hyperstart"),
-        };
+        let exe = std::env::current_exe().context("locating hyperd")?;
+        let agent = flags.agent.or(file.agent).unwrap_or_else(|| exe.with_file_name("hyperstart"));
+        let initrd = flags.initrd.or(file.initrd).unwrap_or_else(|| exe.with_file_name("hyper-initrd.img"));
+        let kernel = flags.kernel.or(file.kernel).unwrap_or_else(|| DEFAULT_KERNEL.into());
+        let qemu = flags.qemu.or(file.qemu).unwrap_or_else(|| "/usr/bin/qemu-system-x86_64".into());
+        let accel = flags.accel.or(file.accel).unwrap_or_else(|| "auto".into());
+        let accel = accel.parse().map_err(|e: String| anyhow::anyhow!("--accel: {e}"))?;
         Ok(Config {
             driver,
             agent,
+            kernel,
+            initrd,
+            qemu,
+            accel,
+
             root: flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()),
             socket: flags
                 .socket

@@ -41,15 +41,30 @@ impl Daemon {
             creds,
         );
         let images = Arc::new(ImageStore::open(&config.root.join("image"), db.clone(), client).context("opening the image store")?);
-        if !config.agent.is_file() {
-            bail!("the agent binary {} does not exist (build it with scripts/build.sh, or give --agent)", config.agent.display());
-        }
-        let driver: Arc<dyn sandbox::Driver> = match config.driver.as_str() {
-            "ns" => Arc::new(sandbox::ns::NsDriver::new(config.agent.clone())),
+        let (driver, agent_timeout): (Arc<dyn sandbox::Driver>, u64) = match config.driver.as_str() {
+            "ns" => {
+                if !config.agent.is_file() {
+                    bail!("the agent binary {} does not exist (build it with scripts/build.sh, or give --agent)", config.agent.display());
+                }
+                (Arc::new(sandbox::ns::NsDriver::new(config.agent.clone())), 30)
+            }
+            "qemu" => {
+                let d = sandbox::qemu::QemuDriver::new(sandbox::qemu::QemuOptions {
+                    qemu: config.qemu.clone(),
+                    kernel: config.kernel.clone(),
+                    initrd: config.initrd.clone(),
+                    accel: config.accel,
+                })
+                .context("the qemu driver")?;
+                // A guest under emulation on a busy host can take a while to boot.
+                let t = if d.accel() == sandbox::qemu::Accel::Tcg { 120 } else { 30 };
+                (Arc::new(d), t)
+            }
             other => bail!("unknown sandbox driver {other:?}"),
         };
         let engine = libpod::Engine::new(
-            libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(30) },
+            libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(agent_timeout) },
+
             db,
             images.clone(),
             driver,

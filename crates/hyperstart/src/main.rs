@@ -20,8 +20,15 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        // /init of a VM.
+        let e = vm::boot();
+        eprintln!("hyperstart: {e}");
+        return ExitCode::FAILURE;
+    }
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
+
         Some("container-init") => ExitCode::from(init::main() as u8),
         Some("pod-init") => pod_init(),
         Some("agent") => {

@@ -1,6 +1,101 @@
-//! Inside a VM: network interfaces (configured by the agent for VM pods).
+//! Inside a VM: hyperstart is /init, PID 1. It prepares the guest (filesystems, the host's shared directory,
+//! loopback), finds its virtio-serial port, runs the agent, and powers the VM off when told to shut down.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use agent_proto::Interface;
+
+use crate::agent::{Agent, Options, Transport};
+use crate::sys;
+
+/// Where the host's shared directory (9p tag `hyper-share`) is mounted in the guest.
+pub const SHARE_DIR: &str = "/run/hyper/share";
+pub const SHARE_TAG: &str = "hyper-share";
+const WORK_DIR: &str = "/run/hyperstart";
+
+fn m(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: Option<&str>) -> Result<(), String> {
+    let t = Path::new(target);
+    std::fs::create_dir_all(t).map_err(|e| format!("creating {target}: {e}"))?;
+    sys::mount(Some(src), t, Some(fstype), flags, data).map_err(|e| format!("mounting {fstype} on {target}: {e}"))
+}
+
+/// Moves the root from the initramfs (which cannot be pivot_root'ed away from) to a tmpfs, so that containers
+/// can pivot_root into their own roots as on any host.
+fn leave_initramfs() -> Result<(), String> {
+    m("root", "/newroot", "tmpfs", libc::MS_NOSUID, Some("mode=0755"))?;
+    for d in ["proc", "sys", "dev"] {
+        let target = format!("/newroot/{d}");
+        std::fs::create_dir_all(&target).map_err(|e| format!("creating {target}: {e}"))?;
+        sys::mount(Some(&format!("/{d}")), Path::new(&target), None, libc::MS_MOVE, None).map_err(|e| format!("moving /{d}: {e}"))?;
+    }
+    std::env::set_current_dir("/newroot").map_err(|e| format!("chdir /newroot: {e}"))?;
+    sys::mount(Some("."), Path::new("/"), None, libc::MS_MOVE, None).map_err(|e| format!("moving the new root: {e}"))?;
+    let dot = sys::cstr(".").map_err(|e| e.to_string())?;
+    // SAFETY: chroot with a valid C string.
+    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+        return Err(format!("chroot: {}", std::io::Error::last_os_error()));
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+/// The device of the virtio-serial port named `name`, waiting up to `timeout` for it to appear.
+fn find_port(name: &str, timeout: Duration) -> Result<PathBuf, String> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(rd) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for e in rd.flatten() {
+                let n = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                if n.trim() == name {
+                    return Ok(Path::new("/dev").join(e.file_name()));
+                }
+            }
+        }
+        if Instant::now() > end {
+            return Err(format!("no virtio-serial port named {name}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// PID 1 of a VM. Returns only with an error (after which the kernel panics and QEMU exits).
+pub fn boot() -> String {
+    match boot_inner() {
+        Ok(()) => {
+            // SAFETY: sync and reboot take no pointers. QEMU runs with -no-reboot, so a reboot ends the VM.
+            unsafe {
+                libc::sync();
+                libc::reboot(libc::RB_AUTOBOOT);
+            }
+            "reboot failed".into()
+        }
+        Err(e) => e,
+    }
+}
+
+fn boot_inner() -> Result<(), String> {
+    m("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
+    m("sysfs", "/sys", "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
+    m("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, Some("mode=0755"))?;
+    if std::fs::read_to_string("/proc/cmdline").unwrap_or_default().split_whitespace().any(|w| w == "hyper.probe") {
+        // The accelerator probe only wants to know the guest got this far.
+        use std::io::Write;
+        let _ = std::fs::OpenOptions::new().write(true).open("/dev/console").and_then(|mut c| c.write_all(b"HYPER-PROBE-OK\n"));
+        return Ok(());
+    }
+    leave_initramfs()?;
+
+    m("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
+    m("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777"))?;
+    let _ = std::fs::write("/proc/sys/kernel/printk", "1");
+    sys::link_up("lo").map_err(|e| format!("bringing lo up: {e}"))?;
+    m(SHARE_TAG, SHARE_DIR, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
+    let port = find_port(agent_proto::VIRTIO_PORT_NAME, Duration::from_secs(10))?;
+    std::fs::create_dir_all(WORK_DIR).map_err(|e| format!("creating {WORK_DIR}: {e}"))?;
+    let mut a = Agent::new(Options { transport: Transport::Port(port), work: PathBuf::from(WORK_DIR), vm: true })
+        .map_err(|e| format!("starting the agent: {e}"))?;
+    a.run().map_err(|e| format!("agent loop: {e}"))
+}
 
 /// Configures the VM's network interfaces. VM networking arrives with the networking work; until then a pod
 /// that asks for interfaces is refused rather than started without them.

@@ -6,6 +6,9 @@
 
 pub mod cgroups;
 pub mod ns;
+pub mod qemu;
+mod sys;
+
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -27,7 +27,6 @@ pub enum Transport {
     /// A listening unix socket (ns driver); a new connection replaces the previous one.
     Listener(OwnedFd),
     /// A virtio-serial port device (VMs); reopened when the host side goes away.
-    #[allow(dead_code)] // constructed by the VM boot path of the qemu driver
     Port(PathBuf),
 }
 
@@ -236,6 +235,12 @@ impl Agent {
     /// A new daemon connection replaces the old one; every unacknowledged byte will be sent again.
     fn connected(&mut self, fd: OwnedFd) {
         self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0 });
+        self.rewind();
+    }
+
+    /// Everything not acknowledged goes again, and exits are reported again: a (new) daemon is listening. Done
+    /// on every connection and on every `hello` (a virtio port does not always tell a new host connection apart).
+    fn rewind(&mut self) {
         for o in self.outs.values_mut() {
             o.rewind();
         }
@@ -530,7 +535,9 @@ impl Agent {
                 if version != agent_proto::VERSION {
                     return Err(err(K::Invalid, format!("protocol version {version} not supported (agent speaks {})", agent_proto::VERSION)));
                 }
+                self.rewind();
                 Ok(Reply::Hello { version: agent_proto::VERSION, agent: env!("CARGO_PKG_VERSION").into(), state: self.state() })
+
             }
             Request::SetupPod(s) => self.setup_pod(s).map(|_| Reply::Done),
             Request::StartContainer(c) => self.start_container(c).map(|pid| Reply::Started { pid }),

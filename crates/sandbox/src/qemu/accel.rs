@@ -1,0 +1,104 @@
+//! Choosing the accelerator: KVM only where it can really run our guest, TCG otherwise, and why.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// What `--accel` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelRequest {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl std::str::FromStr for AccelRequest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(AccelRequest::Auto),
+            "kvm" => Ok(AccelRequest::Kvm),
+            "tcg" => Ok(AccelRequest::Tcg),
+            _ => Err(format!("unknown accelerator {s:?} (auto, kvm or tcg)")),
+        }
+    }
+}
+
+/// Marker the agent prints on the console when booted with `hyper.probe` on its command line.
+pub const PROBE_MARKER: &str = "HYPER-PROBE-OK";
+
+/// Picks the accelerator; the string says why (for `hyper info`).
+pub fn choose(req: AccelRequest, qemu: &Path, kernel: &Path, initrd: &Path) -> (Accel, String) {
+    match req {
+        AccelRequest::Tcg => (Accel::Tcg, "tcg requested (--accel tcg)".into()),
+        AccelRequest::Kvm => (Accel::Kvm, "kvm requested (--accel kvm)".into()),
+        AccelRequest::Auto => {
+            if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+                return (Accel::Tcg, format!("KVM unavailable (/dev/kvm: {e}); using TCG"));
+            }
+            if Path::new("/sys/module/kvm_pvm").exists() {
+                return (
+                    Accel::Tcg,
+                    "/dev/kvm is the PVM backend (kvm_pvm), which cannot boot a standard guest kernel; using TCG".into(),
+                );
+            }
+            match probe(qemu, kernel, initrd, Duration::from_secs(10)) {
+                Ok(t) => (Accel::Kvm, format!("KVM booted the guest kernel in {} ms", t.as_millis())),
+                Err(e) => (Accel::Tcg, format!("KVM could not boot the guest kernel ({e}); using TCG")),
+            }
+        }
+    }
+}
+
+/// Boots the guest under KVM until the agent reports on the console (or `timeout` passes).
+fn probe(qemu: &Path, kernel: &Path, initrd: &Path, timeout: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut child = Command::new(qemu)
+        .args(["-machine", "pc,accel=kvm", "-cpu", "host", "-m", "128", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args(["-serial", "stdio", "-kernel"])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet hyper.probe"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", qemu.display()))?;
+    let mut out = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains(PROBE_MARKER) {
+                let _ = tx.send(());
+                break;
+            }
+        }
+    });
+    let r = rx.recv_timeout(timeout);
+    let _ = child.kill();
+    let _ = child.wait();
+    r.map(|_| start.elapsed()).map_err(|_| format!("no sign of life within {}s", timeout.as_secs()))
+}

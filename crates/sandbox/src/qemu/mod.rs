@@ -1,0 +1,275 @@
+//! The `qemu` driver: one QEMU process per running pod; the agent is the VM's /init.
+//!
+//! ```text
+//! <sandbox dir>/qmp.sock      QMP control socket
+//! <sandbox dir>/agent.sock    the agent's virtio-serial port (QEMU listens, hyperd connects)
+//! <sandbox dir>/console.log   the guest's serial console
+//! <sandbox dir>/qemu.log      QEMU's own output
+//! <sandbox dir>/share/        exported to the guest over 9p (tag hyper-share, at /run/hyper/share):
+//!     <container>/rootfs        the container's overlay, mounted here on the host
+//!     vol-<pod>-<name>          volumes, bind-mounted here
+//! ```
+
+pub mod accel;
+mod qmp;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_proto::Rootfs;
+
+pub use accel::{Accel, AccelRequest};
+
+use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, process_start_time, sys};
+
+/// Where the guest mounts the shared directory (see hyperstart's vm module).
+const GUEST_SHARE: &str = "/run/hyper/share";
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug)]
+pub struct QemuDriver {
+    qemu: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    accel: Accel,
+    accel_reason: String,
+    /// QEMU's -machine type.
+    machine: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub accel: AccelRequest,
+}
+
+/// The version string in a bzImage's setup header, if any.
+pub fn kernel_version(kernel: &Path) -> Option<String> {
+    let b = std::fs::read(kernel).ok()?;
+    if b.len() < 0x210 || &b[0x202..0x206] != b"HdrS" {
+        return None;
+    }
+    let off = u16::from_le_bytes([b[0x20e], b[0x20f]]) as usize + 0x200;
+    let s = b.get(off..off + 256)?;
+    let end = s.iter().position(|&c| c == 0)?;
+    Some(String::from_utf8_lossy(&s[..end]).to_string())
+}
+
+impl QemuDriver {
+    /// Checks the kernel, initrd and QEMU, and picks the accelerator (probing KVM when it has to).
+    pub fn new(o: QemuOptions) -> Result<QemuDriver, SandboxError> {
+        for (what, p) in [("guest kernel", &o.kernel), ("initrd", &o.initrd), ("QEMU", &o.qemu)] {
+            if !p.is_file() {
+                return Err(SandboxError::Setup(format!("{what} {} does not exist (run scripts/setup.sh and scripts/build.sh)", p.display())));
+            }
+        }
+        let (accel, accel_reason) = accel::choose(o.accel, &o.qemu, &o.kernel, &o.initrd);
+        log::info!("qemu driver: accelerator {}: {accel_reason}", accel.name());
+        Ok(QemuDriver { qemu: o.qemu, kernel: o.kernel, initrd: o.initrd, accel, accel_reason, machine: "pc".into() })
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// QEMU's command line for a sandbox.
+    pub fn args(&self, cfg: &SandboxConfig) -> Vec<String> {
+        let d = cfg.dir.display();
+        let mut a: Vec<String> = vec![
+            "-name".into(),
+            format!("hyper-{}", cfg.id),
+            "-machine".into(),
+            format!("{},accel={}", self.machine, self.accel.name()),
+        ];
+        if self.accel == Accel::Kvm {
+            a.extend(["-cpu".into(), "host".into()]);
+        }
+        a.extend([
+            "-smp".into(),
+            cfg.vcpu.to_string(),
+            "-m".into(),
+            format!("{}M", cfg.memory_mb),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-initrd".into(),
+            self.initrd.display().to_string(),
+            "-append".into(),
+            "console=ttyS0 panic=-1 reboot=t quiet loglevel=3 8250.nr_uarts=1 no_timer_check".into(),
+            "-serial".into(),
+            format!("file:{d}/console.log"),
+            "-qmp".into(),
+            format!("unix:{d}/qmp.sock,server=on,wait=off"),
+            "-device".into(),
+            "virtio-serial-pci,id=vser0".into(),
+            "-chardev".into(),
+            format!("socket,id=agent,path={d}/agent.sock,server=on,wait=off"),
+            "-device".into(),
+            format!("virtserialport,bus=vser0.0,chardev=agent,name={}", agent_proto::VIRTIO_PORT_NAME),
+            "-fsdev".into(),
+            format!("local,id=share,path={d}/share,security_model=passthrough"),
+            "-device".into(),
+            "virtio-9p-pci,fsdev=share,mount_tag=hyper-share".into(),
+            "-device".into(),
+            "virtio-rng-pci".into(),
+        ]);
+        a
+    }
+
+    fn share(s: &SandboxState) -> PathBuf {
+        s.dir.join("share")
+    }
+}
+
+impl Driver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn info(&self) -> Vec<(String, String)> {
+        vec![
+            ("Kernel".into(), format!("{} ({})", self.kernel.display(), kernel_version(&self.kernel).unwrap_or_else(|| "unknown version".into()))),
+            ("Initrd".into(), self.initrd.display().to_string()),
+            ("QEMU".into(), self.qemu.display().to_string()),
+            ("Accelerator".into(), self.accel.name().into()),
+            ("Accelerator reason".into(), self.accel_reason.clone()),
+        ]
+    }
+
+    fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError> {
+        let share = cfg.dir.join("share");
+        std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
+        let socket = cfg.dir.join("agent.sock");
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(SandboxError::Setup(format!("the agent socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --root", socket.display())));
+        }
+        // The share directory is a private mount of its own: what the driver mounts in it goes nowhere else.
+        let private = sys::mount(&share.display().to_string(), &share, None, libc::MS_BIND, None)
+            .and_then(|_| sys::propagation(&share, libc::MS_PRIVATE));
+        if let Err(e) = private {
+            let _ = std::fs::remove_dir_all(&cfg.dir);
+            return Err(SandboxError::Io { context: format!("making {} a private mount", share.display()), source: e });
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(cfg.dir.join("qemu.log")).map_err(io_err("opening qemu.log"))?;
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(self.args(cfg)).stdin(Stdio::null()).stdout(log.try_clone().map_err(io_err("dup log"))?).stderr(log);
+        // SAFETY: setsid in the forked child, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = sys::umount_detach(&share);
+                let _ = std::fs::remove_dir_all(&cfg.dir);
+                return Err(SandboxError::Io { context: format!("starting {}", self.qemu.display()), source: e });
+            }
+        };
+        let pid = child.id() as i32;
+        let start_time = process_start_time(pid).unwrap_or(0);
+        std::thread::Builder::new()
+            .name(format!("reap-{}", cfg.id))
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let _ = child.wait();
+            })
+            .map_err(io_err("starting a reaper thread"))?;
+        let mut details = BTreeMap::new();
+        details.insert("accelerator".into(), self.accel.name().into());
+        details.insert("console".into(), cfg.dir.join("console.log").display().to_string());
+        details.insert("qmp".into(), cfg.dir.join("qmp.sock").display().to_string());
+        details.insert("vcpu".into(), cfg.vcpu.to_string());
+        details.insert("memory_mb".into(), cfg.memory_mb.to_string());
+        Ok(SandboxState { id: cfg.id.clone(), driver: "qemu".into(), pid, start_time, socket, dir: cfg.dir.clone(), started: now_rfc3339(), details })
+    }
+
+    fn attach_rootfs(&self, s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError> {
+        // The host assembles the overlay (whiteouts, xattrs and all) and the guest sees the result over 9p.
+        let dir = Self::share(s).join(&c.id).join("rootfs");
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let lower: Vec<String> = c.lowers.iter().rev().map(|p| p.display().to_string()).collect();
+        let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), c.upper.display(), c.work.display());
+        if !sys::mounts_under(&dir).contains(&dir) {
+            sys::mount("overlay", &dir, Some("overlay"), 0, Some(&data)).map_err(io_err(format!("mounting the overlay of {}", c.id)))?;
+        }
+        Ok(Rootfs::Bind { path: format!("{GUEST_SHARE}/{}/rootfs", c.id) })
+    }
+
+    fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
+        let dir = Self::share(s).join(id);
+        for m in sys::mounts_under(&dir) {
+            sys::umount_detach(&m).map_err(io_err(format!("unmounting {}", m.display())))?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError> {
+        let dir = Self::share(s).join(format!("vol-{name}"));
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        if !sys::mounts_under(&dir).contains(&dir) {
+            sys::mount(&host.display().to_string(), &dir, None, libc::MS_BIND | libc::MS_REC, None)
+                .map_err(io_err(format!("sharing {}", host.display())))?;
+        }
+        Ok(format!("{GUEST_SHARE}/vol-{name}"))
+    }
+
+    fn unshare_dir(&self, s: &SandboxState, name: &str) -> Result<(), SandboxError> {
+        let dir = Self::share(s).join(format!("vol-{name}"));
+        for m in sys::mounts_under(&dir) {
+            sys::umount_detach(&m).map_err(io_err(format!("unmounting {}", m.display())))?;
+        }
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    fn is_alive(&self, s: &SandboxState) -> bool {
+        process_alive(s.pid, s.start_time)
+    }
+
+    fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError> {
+        let mut errors = Vec::new();
+        if process_alive(s.pid, s.start_time) {
+            // Ask QEMU to quit; if it does not within a moment, kill it.
+            let _ = qmp::quit(&s.dir.join("qmp.sock"), Duration::from_millis(500));
+            let end = Instant::now() + Duration::from_secs(3);
+            while process_alive(s.pid, s.start_time) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if process_alive(s.pid, s.start_time) {
+                // SAFETY: kill has no memory arguments; the pid was checked against its start time.
+                unsafe { libc::kill(s.pid, libc::SIGKILL) };
+                let end = Instant::now() + Duration::from_secs(5);
+                while process_alive(s.pid, s.start_time) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if process_alive(s.pid, s.start_time) {
+                    errors.push(format!("QEMU {} did not die", s.pid));
+                }
+            }
+        }
+        for m in sys::mounts_under(&s.dir) {
+            if let Err(e) = sys::umount_detach(&m) {
+                errors.push(format!("unmounting {}: {e}", m.display()));
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&s.dir) {
+            if s.dir.exists() {
+                errors.push(format!("removing {}: {e}", s.dir.display()));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(SandboxError::Teardown { id: s.id.clone(), errors }) }
+    }
+}
