@@ -17,6 +17,13 @@ case "$what" in
     install -m 0755 target/x86_64-unknown-linux-gnu/release/hyperstart target/release/hyperstart
     exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/pods.py "$0" "$1"' "$PWD/target/release" "$PWD/target/debug/fixtures"
     ;;
+  vm)
+    bash scripts/build.sh >/dev/null
+    install -m 0644 target/debug/hyper-initrd.img target/release/hyper-initrd.img
+
+    exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/vm.py "$0" "$1" "$2"' "$PWD/target/release" "$PWD/target/debug/fixtures" /var/cache/hyper/kernel/vmlinuz
+    ;;
   *) echo "unknown benchmark $what" >&2; exit 2 ;;
+
 
 esac

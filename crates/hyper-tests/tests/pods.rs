@@ -349,7 +349,7 @@ pub fn processes_and_logs(driver: &str) {
     assert!(ts.lines().all(|l| l.len() > 20 && l.as_bytes()[4] == b'-' && l.contains("out ")), "{ts}");
     assert!(d.ok(&["logs", "procs/flaky"]).lines().filter(|l| *l == "try").count() >= 2, "one log across restarts");
     // logs -f follows until the container ends
-    let f = d.cmd(&["logs", "-f", "procs/main"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let f = d.cmd(&["logs", "-f", "procs/main"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     d.ok(&["kill", "-s", "TERM", "procs"]);
     let out = f.wait_with_output().unwrap();

@@ -43,6 +43,8 @@ fn a_vm_pod_runs_the_guest_kernel_with_the_podfile_memory() {
     let mem: u64 = d.sh("vm", "awk '/MemTotal/ {print $2}' /proc/meminfo").trim().parse().unwrap();
     assert!(mem > 150 * 1024 && mem <= 192 * 1024, "MemTotal {mem} kB for a 192 MiB pod");
     assert_eq!(d.sh("vm", "grep -c ^processor /proc/cpuinfo").trim(), "2", "2 vCPUs");
+    assert_eq!(d.sh("vm", "nproc").trim(), "2");
+
     d.ok(&["rm", "-f", "vm"]);
 }
 

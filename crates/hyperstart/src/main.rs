@@ -20,14 +20,15 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    if std::process::id() == 1 {
-        // /init of a VM.
-        let e = vm::boot();
-        eprintln!("hyperstart: {e}");
-        return ExitCode::FAILURE;
-    }
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
+        // /init of a VM (pod-init is PID 1 too, of the pod's namespace, but it says so in its arguments).
+        _ if std::process::id() == 1 && !matches!(args.get(1).map(String::as_str), Some("pod-init" | "container-init")) => {
+            let e = vm::boot();
+            eprintln!("hyperstart: {e}");
+            ExitCode::FAILURE
+        }
+
 
         Some("container-init") => ExitCode::from(init::main() as u8),
         Some("pod-init") => pod_init(),

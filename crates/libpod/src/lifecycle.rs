@@ -28,7 +28,20 @@ pub(crate) struct Preattach {
     pub exit: tokio::sync::oneshot::Sender<i32>,
 }
 
+/// Adds the last lines the sandbox's agent (or guest console) printed to an error: the clue is usually there.
+fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
+    let Some(path) = s.details.get("log") else { return e };
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+    if tail.is_empty() {
+        return e;
+    }
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    PodError::Sandbox(format!("{} (sandbox log: {})", chain(&e), tail.join(" | ")))
+}
+
 fn hosts_file(hostname: &str) -> String {
+
     format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
 }
 
@@ -79,6 +92,7 @@ impl Engine {
         }
         let rt = self.start_sandbox(&mut rec).await?;
         if let Err(e) = self.start_containers(&mut rec, &rt, pre).await {
+            let e = with_log_tail(e, &rt.sandbox);
             self.teardown(&mut rec, &rt).await;
             rec.state = PodState::Created;
             let _g = self.records.lock().await;
@@ -101,6 +115,7 @@ impl Engine {
         let sbid = random_id("sb-");
         let cfg = SandboxConfig { id: sbid.clone(), dir: self.cfg.root.join("sandboxes").join(&sbid), vcpu: rec.vcpu, memory_mb: rec.memory };
         let driver = self.driver.clone();
+        let t0 = std::time::Instant::now();
         let state = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| PodError::Internal(e.to_string()))??;
         rec.sandbox = Some(state.clone());
         {
@@ -110,6 +125,8 @@ impl Engine {
         let connected = async {
             let (client, rx) = AgentClient::connect(&state.socket, self.cfg.agent_timeout).await.map_err(PodError::Sandbox)?;
             client.call_timeout(Request::Hello { version: agent_proto::VERSION }, self.cfg.agent_timeout).await.map_err(|e| agent_err("greeting the agent", e))?;
+            log::info!("sandbox {} ({}): agent ready {} ms after start", state.id, state.driver, t0.elapsed().as_millis());
+
             let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
             tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
             rt.agent.call(Request::SetupPod(pod_setup(rec))).await.map_err(|e| agent_err("setting up the pod", e))?;
@@ -122,13 +139,12 @@ impl Engine {
                 Ok(rt)
             }
             Err(e) => {
-                let log = std::fs::read_to_string(state.dir.join("agent.log")).unwrap_or_default();
+                let e = with_log_tail(e, &state);
                 self.destroy_sandbox(&state).await;
                 rec.sandbox = None;
                 let _g = self.records.lock().await;
                 self.store.put(&[rec])?;
-                let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
-                Err(if tail.is_empty() { e } else { PodError::Sandbox(format!("{e} (agent log: {tail})")) })
+                Err(e)
             }
         }
     }

@@ -66,7 +66,8 @@ impl Driver for NsDriver {
             Ok((pid, start_time)) => {
                 let mut details = std::collections::BTreeMap::new();
                 details.insert("cgroups".into(), cgroup.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","));
-                details.insert("agent_log".into(), cfg.dir.join("agent.log").display().to_string());
+                details.insert("log".into(), cfg.dir.join("agent.log").display().to_string());
+
                 Ok(SandboxState {
                     id: cfg.id.clone(),
                     driver: "ns".into(),

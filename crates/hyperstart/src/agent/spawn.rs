@@ -77,11 +77,25 @@ pub fn container_init(config: &InitConfig, stdio: Stdio3) -> Result<(i32, Option
     let mut len = [0u8; 4];
     let (n, fd) = match sys::recv_with_fd(s.as_raw_fd(), &mut len) {
         Ok(v) => v,
+        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => (0, None),
         Err(e) => return fail(format!("waiting for container-init: {e}")),
     };
     if n == 0 {
-        return fail("container-init died during setup".into());
+
+        let mut status = 0;
+        // SAFETY: waiting for our own child; status is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let how = if r == pid {
+            match sys::decode_status(status) {
+                (_, Some(sig)) => format!("killed by signal {sig}"),
+                (code, None) => format!("exited with {code}"),
+            }
+        } else {
+            "vanished".into()
+        };
+        return Err(format!("container-init died during setup ({how})"));
     }
+
     if n < 4 && s.read_exact(&mut len[n..]).is_err() {
         return fail("container-init sent a truncated message".into());
     }

@@ -64,7 +64,14 @@ pub fn main() -> i32 {
     // SAFETY: fd 3 was set up by the agent for this process and nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(3) };
     let _ = crate::sys::set_cloexec(sock.as_raw_fd(), true);
+    // A panic (a bug) must still reach the agent as an error, not as a silent death.
+    std::panic::set_hook(Box::new(|info| {
+        // SAFETY: fd 3 stays open until exec; wrapping it without taking ownership (ManuallyDrop) closes nothing.
+        let s = std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(3) });
+        let _ = write_msg(&mut &*s, &InitReply::Error(format!("container-init panicked: {info}")));
+    }));
     let mut stream = std::os::unix::net::UnixStream::from(sock);
+
     let config: InitConfig = match read_msg(&mut stream) {
         Ok(c) => c,
         Err(e) => {

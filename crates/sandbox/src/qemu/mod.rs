@@ -188,7 +188,8 @@ impl Driver for QemuDriver {
             .map_err(io_err("starting a reaper thread"))?;
         let mut details = BTreeMap::new();
         details.insert("accelerator".into(), self.accel.name().into());
-        details.insert("console".into(), cfg.dir.join("console.log").display().to_string());
+        details.insert("log".into(), cfg.dir.join("console.log").display().to_string());
+
         details.insert("qmp".into(), cfg.dir.join("qmp.sock").display().to_string());
         details.insert("vcpu".into(), cfg.vcpu.to_string());
         details.insert("memory_mb".into(), cfg.memory_mb.to_string());

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Benchmarks of the qemu driver (TCG on hosts without a usable KVM), run by bench/run.sh vm.
+
+1. `hyper run -d` of a 2-container busybox pod until both processes run, vs a bare QEMU boot of the same
+   kernel and a trivial initrd until /init runs (the floor).
+2. `hyper replace` vs `hyper run -d`.
+3. Host memory (PSS) of an idle 128 MiB VM pod; boot-to-agent time; guest kernel size.
+"""
+import json, os, re, select, shutil, statistics, subprocess, sys, tempfile, time
+
+BIN, FIXTURES, KERNEL = sys.argv[1], sys.argv[2], sys.argv[3]
+INITRD = f"{BIN}/hyper-initrd.img"
+RUNS = int(os.environ.get("RUNS", "10"))
+
+def med(v): return statistics.median(v)
+
+def pss(pid):
+    for l in open(f"/proc/{pid}/smaps_rollup"):
+        if l.startswith("Pss:"): return int(l.split()[1]) * 1024
+    return 0
+
+# 1a. the floor: QEMU, same machine, same kernel, an initrd whose /init says hello at once.
+floor = []
+for i in range(RUNS):
+    t = time.monotonic()
+    p = subprocess.Popen(["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-smp", "1", "-m", "128M", "-nodefaults",
+                          "-no-user-config", "-display", "none", "-no-reboot", "-kernel", KERNEL, "-initrd", INITRD,
+                          "-append", "console=ttyS0 panic=-1 reboot=t quiet loglevel=3 8250.nr_uarts=1 no_timer_check hyper.probe",
+                          "-serial", "stdio"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    buf = b""
+    while b"HYPER-PROBE-OK" not in buf:
+        r, _, _ = select.select([p.stdout], [], [], 30)
+        if not r: raise SystemExit("floor boot timed out")
+        d = os.read(p.stdout.fileno(), 4096)
+        if not d: raise SystemExit("QEMU exited before /init ran")
+        buf += d
+    floor.append(time.monotonic() - t)
+    p.kill(); p.wait()
+
+work = tempfile.mkdtemp(prefix="hyper-bench-vm-")
+root, sock = f"{work}/root", f"{work}/hyper.sock"
+env = dict(os.environ, HYPER_HOST=f"unix://{sock}")
+def hyper(*a, check=True): return subprocess.run([f"{BIN}/hyper", *a], env=env, check=check, capture_output=True, text=True)
+log = open(f"{work}/hyperd.log", "w")
+d = subprocess.Popen([f"{BIN}/hyperd", "--root", root, "--socket", sock, "--driver", "qemu", "--kernel", KERNEL, "--initrd", INITRD], stderr=log)
+try:
+    for _ in range(200):
+        if hyper("version", check=False).returncode == 0: break
+        time.sleep(0.05)
+    hyper("load", "-i", f"{FIXTURES}/busybox.tar")
+    pod = lambda n: {"id": n, "resource": {"vcpu": 1, "memory": 128}, "containers": [
+        {"name": "a", "image": "busybox", "command": ["sleep", "100000"]},
+        {"name": "b", "image": "busybox", "command": ["sleep", "100001"]}]}
+    runs = []
+    for i in range(RUNS):
+        pf = f"{work}/r{i}.json"; json.dump(pod(f"r{i}"), open(pf, "w"))
+        t = time.monotonic(); hyper("run", "-d", pf); runs.append(time.monotonic() - t)
+        hyper("rm", "-f", f"r{i}")
+    # 2. replace
+    for n in ("ra", "rb"):
+        pf = f"{work}/{n}.json"; json.dump(pod(n), open(pf, "w")); hyper("create", "-p", pf)
+    hyper("start", "ra")
+    reps, cur, other = [], "ra", "rb"
+    for i in range(RUNS):
+        t = time.monotonic(); hyper("replace", "-o", cur, "-n", other); reps.append(time.monotonic() - t)
+        cur, other = other, cur
+    # 3. an idle pod's memory
+    time.sleep(5)
+    qpid = json.loads(hyper("inspect", cur).stdout)["sandbox"]["pid"]
+    qemu_pss = pss(qpid)
+    hyper("rm", "-f", "ra", "rb")
+    log.flush()
+    ready = [int(m) for m in re.findall(r"agent ready (\d+) ms after start", open(f"{work}/hyperd.log").read())]
+
+    f, r, rp = med(floor), med(runs), med(reps)
+    print(f"qemu driver, TCG, 1 vCPU, 128 MiB, guest kernel {os.path.getsize(KERNEL)/1e6:.2f} MB, initrd {os.path.getsize(INITRD)/1e6:.2f} MB; medians of {RUNS}")
+    print("| | time |")
+    print("|---|---|")
+    print(f"| floor: bare QEMU boot until /init runs | {f*1000:.0f} ms |")
+    print(f"| boot until the agent answers (hyperd log) | {med(ready)} ms |")
+    print(f"| hyper run -d, 2-container pod, both processes running | {r*1000:.0f} ms |")
+    print(f"| overhead over the floor | {(r/f-1)*100:.0f}% | goal <= 15%")
+    print(f"| hyper replace (same pod shape) | {rp*1000:.0f} ms |")
+    print(f"| ratio replace / run | {rp/r:.3f} | goal <= 0.10 (Hyper: 0.40)")
+    print(f"| PSS of an idle 128 MiB VM pod's QEMU | {qemu_pss/1e6:.1f} MB | goal <= 60 MB under TCG")
+finally:
+    d.terminate(); d.wait()
+    shutil.rmtree(work, ignore_errors=True)
