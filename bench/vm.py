@@ -10,6 +10,10 @@ import json, os, re, select, shutil, statistics, subprocess, sys, tempfile, time
 
 BIN, FIXTURES, KERNEL = sys.argv[1], sys.argv[2], sys.argv[3]
 INITRD = f"{BIN}/hyper-initrd.img"
+# The qemu driver's kernel command line (crates/sandbox/src/qemu/mod.rs KERNEL_CMDLINE): the floor boots the
+# same kernel the same way.
+CMDLINE = re.search(r'KERNEL_CMDLINE: &str = "([^"]*)"', open(os.path.join(os.path.dirname(__file__), "../crates/sandbox/src/qemu/mod.rs")).read()).group(1)
+
 RUNS = int(os.environ.get("RUNS", "10"))
 
 def med(v): return statistics.median(v)
@@ -25,7 +29,7 @@ for i in range(RUNS):
     t = time.monotonic()
     p = subprocess.Popen(["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-smp", "1", "-m", "128M", "-nodefaults",
                           "-no-user-config", "-display", "none", "-no-reboot", "-kernel", KERNEL, "-initrd", INITRD,
-                          "-append", "console=ttyS0 panic=-1 reboot=t quiet loglevel=3 8250.nr_uarts=1 no_timer_check hyper.probe",
+                          "-append", CMDLINE + " hyper.probe",
                           "-serial", "stdio"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     buf = b""
     while b"HYPER-PROBE-OK" not in buf:

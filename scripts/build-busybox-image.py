@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Build a small OCI/Docker image from Debian's busybox-static, as a docker-archive tar.
 
-Usage: build-busybox-image.py OUT.tar [NAME:TAG [MARKER]]
+Usage: build-busybox-image.py OUT.tar [NAME:TAG [MARKER [SRC=DEST]]]
 
 With MARKER, the image gets a second layer holding /etc/MARKER (a different image on the same base layer, for
-tests that need two images).
+tests that need two images), and with SRC=DEST the host file SRC at DEST (an executable) in that layer.
 
 The image has /bin/busybox with a symlink per applet, /etc/passwd and /etc/group (root, nobody and an
 unprivileged `app` user), and the usual empty directories. Timestamps are fixed, so the same busybox binary
@@ -32,6 +32,7 @@ def main():
     out = sys.argv[1]
     name = sys.argv[2] if len(sys.argv) > 2 else "busybox:latest"
     marker = sys.argv[3] if len(sys.argv) > 3 else None
+    extra_file = sys.argv[4].split("=", 1) if len(sys.argv) > 4 else None
     applets = subprocess.run([BUSYBOX, "--list-full"], check=True, capture_output=True, text=True).stdout.split()
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -59,6 +60,11 @@ def main():
         with tarfile.open(fileobj=extra, mode="w", format=tarfile.PAX_FORMAT) as t:
             add_dir(t, "etc")
             add_file(t, "etc/" + marker, (marker + "\n").encode())
+            if extra_file:
+                src, dest = extra_file
+                with open(src, "rb") as f:
+                    add_file(t, dest.lstrip("/"), f.read(), 0o755)
+
         layers.append(extra.getvalue())
     diff_ids = ["sha256:" + hashlib.sha256(l).hexdigest() for l in layers]
     config = {

@@ -21,4 +21,10 @@ if [ ! -f "$fixtures/toolbox.tar" ] || [ scripts/build-busybox-image.py -nt "$fi
   python3 scripts/build-busybox-image.py "$fixtures/busybox.tar" busybox:latest >/dev/null
   python3 scripts/build-busybox-image.py "$fixtures/toolbox.tar" toolbox:latest toolbox >/dev/null
 fi
+# nettool (echo servers, sink, sender for network tests) in an image of its own.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p nettool --target x86_64-unknown-linux-gnu ${CARGO_BUILD_FLAGS:-}
+if [ ! -f "$fixtures/nettools.tar" ] || [ target/x86_64-unknown-linux-gnu/release/nettool -nt "$fixtures/nettools.tar" ] || [ scripts/build-busybox-image.py -nt "$fixtures/nettools.tar" ]; then
+  python3 scripts/build-busybox-image.py "$fixtures/nettools.tar" nettools:latest nettools target/x86_64-unknown-linux-gnu/release/nettool=/usr/bin/nettool >/dev/null
+fi
+
 

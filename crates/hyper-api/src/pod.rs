@@ -18,6 +18,24 @@ pub struct CreatedPod {
     pub name: String,
 }
 
+/// `POST /v1/pods/ports?pod=`: mappings as `[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/udp]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PortsRequest {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// A port mapping (`GET /v1/pods/ports?pod=`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub protocol: String,
+    pub host_ip: Option<String>,
+    pub host_ports: String,
+    pub container_ports: String,
+}
+
 /// `POST /v1/pods/replace`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplaceRequest {
@@ -62,7 +80,11 @@ pub struct PodInspect {
     pub hostname: String,
     pub resource: Resource,
     pub sandbox: Option<SandboxInfo>,
+    /// The pod's address while it runs with networking.
+    pub ip: Option<String>,
+    pub ports: Vec<PortMapping>,
     pub containers: Vec<ContainerInspect>,
+
     pub labels: std::collections::BTreeMap<String, String>,
     pub auto_remove: bool,
     /// The podfile as given.

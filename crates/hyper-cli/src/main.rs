@@ -71,6 +71,8 @@ enum Command {
     Kill(commands::pods::KillArgs),
     /// List pods or containers.
     List(commands::pods::ListArgs),
+    /// List, add or remove a pod's port mappings.
+    Ports(commands::pods::PortsArgs),
     /// Remove images.
     Rmi(commands::images::RmiArgs),
     /// Store credentials for a registry.
@@ -117,6 +119,8 @@ fn main() -> ExitCode {
             Command::Logs(a) => commands::pods::logs(&client, a).await,
             Command::Kill(a) => commands::pods::kill(&client, a).await,
             Command::List(a) => commands::pods::list(&client, a).await,
+            Command::Ports(a) => commands::pods::ports(&client, a).await,
+
         }
     });
     match result {

@@ -13,6 +13,21 @@ pub struct Daemon {
     pub socket: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// Which bridge and subnet this daemon uses (unique per test process).
+    pub net_id: u32,
+}
+
+static NET_IDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Daemon {
+    /// The bridge this daemon's pods are attached to.
+    pub fn bridge(&self) -> String {
+        format!("hyt{}", self.net_id)
+    }
+    /// The first three octets of this daemon's pod subnet.
+    pub fn subnet_prefix(&self) -> String {
+        format!("10.{}.{}", 100 + self.net_id / 250, self.net_id % 250)
+    }
 }
 
 impl Daemon {
@@ -22,13 +37,22 @@ impl Daemon {
         let dir = tempfile::Builder::new().prefix("hyperd-test-").tempdir().expect("tempdir");
         let root = dir.path().join("root");
         let socket = dir.path().join("hyper.sock");
-        let mut d = Daemon { root, socket, args: args.iter().map(|s| s.to_string()).collect(), child: None, dir };
+        // Unique across test binaries running at once too: mix in the process id.
+        let net_id = (std::process::id() % 40) * 100 + NET_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
+        let mut d = Daemon { root, socket, args: args.iter().map(|s| s.to_string()).collect(), child: None, dir, net_id };
+
         d.spawn();
         d
     }
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
+        // Daemons of parallel tests share the test's network namespace: each gets its own bridge and subnet.
+        let mut net_args: Vec<String> = vec![];
+        if !self.args.iter().any(|a| a == "--bridge") {
+            let n = self.net_id;
+            net_args = vec!["--bridge".into(), format!("hyt{n}"), "--pod-cidr".into(), format!("10.{}.{}.0/24", 100 + n / 250, n % 250)];
+        }
         let child = Command::new(bin_dir().join("hyperd"))
             .arg("--root")
             .arg(&self.root)
@@ -36,6 +60,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--log-level")
             .arg("debug")
+            .args(&net_args)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

@@ -51,6 +51,18 @@ pub struct Flags {
     /// Accelerator: auto (KVM only if it can really run the guest), kvm or tcg.
     #[arg(long, value_name = "auto|kvm|tcg")]
     pub accel: Option<String>,
+    /// The bridge pods are attached to (created if missing).
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// The pods' subnet; the bridge takes its first address.
+    #[arg(long, value_name = "CIDR")]
+    pub pod_cidr: Option<String>,
+    /// Do not masquerade pod traffic leaving the bridge.
+    #[arg(long)]
+    pub no_masquerade: bool,
+    /// MTU of pod interfaces.
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +81,11 @@ struct FileConfig {
     initrd: Option<PathBuf>,
     qemu: Option<PathBuf>,
     accel: Option<String>,
+    bridge: Option<String>,
+    pod_cidr: Option<String>,
+    #[serde(default)]
+    no_masquerade: bool,
+    mtu: Option<u32>,
 }
 
 /// The effective configuration.
@@ -86,6 +103,7 @@ pub struct Config {
     pub initrd: PathBuf,
     pub qemu: PathBuf,
     pub accel: sandbox::qemu::AccelRequest,
+    pub network: network::NetworkConfig,
 }
 
 /// Where scripts/setup.sh puts the guest kernel.
@@ -143,9 +161,18 @@ impl Config {
         let qemu = flags.qemu.or(file.qemu).unwrap_or_else(|| "/usr/bin/qemu-system-x86_64".into());
         let accel = flags.accel.or(file.accel).unwrap_or_else(|| "auto".into());
         let accel = accel.parse().map_err(|e: String| anyhow::anyhow!("--accel: {e}"))?;
+        let cidr = flags.pod_cidr.or(file.pod_cidr).unwrap_or_else(|| "192.168.123.0/24".into());
+        let network = network::NetworkConfig {
+            bridge: flags.bridge.or(file.bridge).unwrap_or_else(|| "hyper0".into()),
+            subnet: cidr.parse().map_err(|e: String| anyhow::anyhow!("--pod-cidr {e}"))?,
+            masquerade: !(flags.no_masquerade || file.no_masquerade),
+            mtu: flags.mtu.or(file.mtu).unwrap_or(1500),
+        };
         Ok(Config {
+            network,
             driver,
             agent,
+
             kernel,
             initrd,
             qemu,

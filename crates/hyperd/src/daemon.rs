@@ -62,13 +62,16 @@ impl Daemon {
             }
             other => bail!("unknown sandbox driver {other:?}"),
         };
+        let network = network::Network::setup(config.network.clone(), db.clone()).context("setting up pod networking")?;
         let engine = libpod::Engine::new(
             libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(agent_timeout) },
 
             db,
             images.clone(),
             driver,
+            Some(network),
         )
+
         .context("opening the pod engine")?;
         Ok(Daemon { config, images, engine, _lock: lock })
     }

@@ -65,8 +65,12 @@ fn ns_agent(listen_fd: i32, work: PathBuf) -> Result<(), String> {
     sys::mount(Some("hyperstart"), &work, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some("mode=700,size=16m"))
         .map_err(|e| format!("mounting the work directory: {e}"))?;
     sys::link_up("lo").map_err(|e| format!("bringing lo up: {e}"))?;
+    // sysfs shows the network namespace of whoever mounted it: ours must show our interfaces.
+    sys::mount(Some("sysfs"), Path::new("/sys"), Some("sysfs"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)
+        .map_err(|e| format!("mounting /sys: {e}"))?;
+
     let listener = agent::Transport::Listener(agent::spawn_adopt(listen_fd));
-    let mut a = agent::Agent::new(agent::Options { transport: listener, work, vm: false }).map_err(|e| format!("starting: {e}"))?;
+    let mut a = agent::Agent::new(agent::Options { transport: listener, work }).map_err(|e| format!("starting: {e}"))?;
     a.run().map_err(|e| format!("agent loop: {e}"))
 }
 

@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_proto::Interface;
-
 use crate::agent::{Agent, Options, Transport};
 use crate::sys;
 
@@ -73,8 +71,27 @@ pub fn boot() -> String {
     }
 }
 
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints an event with the uptime when booted with `hyper.debug`.
+pub fn trace(what: &str) {
+    stage(DEBUG.load(std::sync::atomic::Ordering::Relaxed), what);
+}
+
+/// With `hyper.debug` on the kernel command line, boot stages go to the console with the guest's uptime.
+fn stage(debug: bool, what: &str) {
+    if debug {
+        let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        eprintln!("hyperstart: [{}] {what}", up.split_whitespace().next().unwrap_or("?"));
+    }
+}
+
 fn boot_inner() -> Result<(), String> {
     m("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
+    let debug = std::fs::read_to_string("/proc/cmdline").unwrap_or_default().split_whitespace().any(|w| w == "hyper.debug");
+    DEBUG.store(debug, std::sync::atomic::Ordering::Relaxed);
+    stage(debug, "init");
+
     m("sysfs", "/sys", "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
     m("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, Some("mode=0755"))?;
     if std::fs::read_to_string("/proc/cmdline").unwrap_or_default().split_whitespace().any(|w| w == "hyper.probe") {
@@ -84,24 +101,20 @@ fn boot_inner() -> Result<(), String> {
         return Ok(());
     }
     leave_initramfs()?;
+    stage(debug, "left the initramfs");
 
     m("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
     m("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777"))?;
     let _ = std::fs::write("/proc/sys/kernel/printk", "1");
     sys::link_up("lo").map_err(|e| format!("bringing lo up: {e}"))?;
+    stage(debug, "lo up");
     m(SHARE_TAG, SHARE_DIR, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
+    stage(debug, "share mounted");
     let port = find_port(agent_proto::VIRTIO_PORT_NAME, Duration::from_secs(10))?;
+    stage(debug, &format!("port {}", port.display()));
+
     std::fs::create_dir_all(WORK_DIR).map_err(|e| format!("creating {WORK_DIR}: {e}"))?;
-    let mut a = Agent::new(Options { transport: Transport::Port(port), work: PathBuf::from(WORK_DIR), vm: true })
+    let mut a = Agent::new(Options { transport: Transport::Port(port), work: PathBuf::from(WORK_DIR) })
         .map_err(|e| format!("starting the agent: {e}"))?;
     a.run().map_err(|e| format!("agent loop: {e}"))
-}
-
-/// Configures the VM's network interfaces. VM networking arrives with the networking work; until then a pod
-/// that asks for interfaces is refused rather than started without them.
-pub fn configure_interfaces(interfaces: &[Interface]) -> Result<(), String> {
-    if interfaces.is_empty() {
-        return Ok(());
-    }
-    Err("configuring network interfaces inside a VM is not supported by this agent".into())
 }

@@ -208,6 +208,12 @@ impl Engine {
             });
         }
 
+        let mut ports = Vec::new();
+        for (i, m) in spec.portmappings.iter().enumerate() {
+            let pm = network::parse_mapping(&m.container_port, &m.host_port, &m.protocol, &m.host_ip)
+                .map_err(|e| PodError::Spec(SpecError::new(format!("portmappings[{i}]"), e)))?;
+            ports.push(pm);
+        }
         let resource = spec.resource();
         let record = PodRecord {
             id: id.clone(),
@@ -226,7 +232,9 @@ impl Engine {
             containers,
             volumes,
             sandbox: None,
+            ports,
             spec: spec_json,
+
         };
 
         let alloc = || -> std::io::Result<()> {

@@ -49,7 +49,17 @@ pub enum PodError {
     Internal(String),
 }
 
+impl From<network::NetworkError> for PodError {
+    fn from(e: network::NetworkError) -> Self {
+        match e {
+            network::NetworkError::PortInUse { .. } => PodError::Conflict(chain(&e)),
+            _ => PodError::Internal(format!("network: {}", chain(&e))),
+        }
+    }
+}
+
 impl From<sandbox::SandboxError> for PodError {
+
     fn from(e: sandbox::SandboxError) -> Self {
         PodError::Sandbox(chain(&e))
     }
@@ -85,6 +95,8 @@ pub struct Engine {
     store: store::Store,
     images: Arc<ImageStore>,
     driver: Arc<dyn Driver>,
+    /// Pod networking (bridge, addresses, port mappings); None runs pods with loopback only.
+    network: Option<network::Network>,
     /// One lifecycle operation at a time per pod.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Read-modify-write of records.
@@ -94,7 +106,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: EngineConfig, db: Arc<redb::Database>, images: Arc<ImageStore>, driver: Arc<dyn Driver>) -> Result<Arc<Engine>, PodError> {
+    pub fn new(
+        cfg: EngineConfig,
+        db: Arc<redb::Database>,
+        images: Arc<ImageStore>,
+        driver: Arc<dyn Driver>,
+        network: Option<network::Network>,
+    ) -> Result<Arc<Engine>, PodError> {
         let store = store::Store::open(db)?;
         std::fs::create_dir_all(cfg.root.join("pods")).map_err(|e| PodError::Internal(format!("creating {}/pods: {e}", cfg.root.display())))?;
         std::fs::create_dir_all(cfg.root.join("sandboxes")).map_err(|e| PodError::Internal(format!("creating {}/sandboxes: {e}", cfg.root.display())))?;
@@ -103,6 +121,7 @@ impl Engine {
             store,
             images,
             driver,
+            network,
             locks: std::sync::Mutex::new(HashMap::new()),
             records: tokio::sync::Mutex::new(()),
             running: std::sync::Mutex::new(HashMap::new()),

@@ -40,9 +40,9 @@ fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
     PodError::Sandbox(format!("{} (sandbox log: {})", chain(&e), tail.join(" | ")))
 }
 
-fn hosts_file(hostname: &str) -> String {
-
-    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
+    let me = ip.unwrap_or("127.0.1.1");
+    format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{me}\t{hostname}\n")
 }
 
 fn resolv_conf(rec: &PodRecord) -> String {
@@ -62,13 +62,25 @@ fn resolv_conf(rec: &PodRecord) -> String {
     s
 }
 
-fn pod_setup(rec: &PodRecord) -> PodSetup {
+/// The pod-wide setup for the agent: hostname, /etc files, and the sandbox's interface if it has one.
+fn pod_setup(rec: &PodRecord, sb: &SandboxState) -> PodSetup {
+    let ip = sb.details.get("ip").map(String::as_str);
+    let interfaces = match (ip, sb.details.get("mac"), sb.details.get("prefix")) {
+        (Some(ip), Some(mac), Some(prefix)) => vec![agent_proto::Interface {
+            mac: mac.clone(),
+            name: "eth0".into(),
+            address: format!("{ip}/{prefix}"),
+            gateway: sb.details.get("gateway").cloned().unwrap_or_default(),
+            mtu: sb.details.get("mtu").and_then(|m| m.parse().ok()).unwrap_or(1500),
+        }],
+        _ => vec![],
+    };
     PodSetup {
         hostname: rec.hostname.clone(),
-        hosts: hosts_file(&rec.hostname),
+        hosts: hosts_file(&rec.hostname, ip),
         resolv_conf: resolv_conf(rec),
         shm_size: 64 << 20,
-        interfaces: vec![],
+        interfaces,
     }
 }
 
@@ -91,7 +103,11 @@ impl Engine {
             return Err(PodError::Conflict(format!("pod {} is already running", rec.name)));
         }
         let rt = self.start_sandbox(&mut rec).await?;
-        if let Err(e) = self.start_containers(&mut rec, &rt, pre).await {
+        let started = match self.apply_ports(&rec, &rt.sandbox) {
+            Ok(()) => self.start_containers(&mut rec, &rt, pre).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
             let e = with_log_tail(e, &rt.sandbox);
             self.teardown(&mut rec, &rt).await;
             rec.state = PodState::Created;
@@ -113,10 +129,31 @@ impl Engine {
     /// half way finds it (and cleans it up) when it starts again.
     async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<Arc<Runtime>, PodError> {
         let sbid = random_id("sb-");
-        let cfg = SandboxConfig { id: sbid.clone(), dir: self.cfg.root.join("sandboxes").join(&sbid), vcpu: rec.vcpu, memory_mb: rec.memory };
+        let endpoint = match &self.network {
+            Some(n) => Some(n.endpoint(&sbid, &format!("hv{}", &sbid[2..]))?),
+            None => None,
+        };
+        let nic = endpoint.as_ref().map(|e| sandbox::Nic { host_if: e.host_if.clone(), mac: e.mac.clone(), bridge: e.bridge.clone(), mtu: e.mtu });
+        let cfg = SandboxConfig { id: sbid.clone(), dir: self.cfg.root.join("sandboxes").join(&sbid), vcpu: rec.vcpu, memory_mb: rec.memory, nic };
         let driver = self.driver.clone();
         let t0 = std::time::Instant::now();
-        let state = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| PodError::Internal(e.to_string()))??;
+        let started = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| PodError::Internal(e.to_string()))?;
+        let mut state = match started {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(n) = &self.network {
+                    let _ = n.release(&sbid);
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(e) = &endpoint {
+            state.details.insert("ip".into(), e.address.to_string());
+            state.details.insert("prefix".into(), e.prefix.to_string());
+            state.details.insert("gateway".into(), e.gateway.to_string());
+            state.details.insert("mac".into(), e.mac.clone());
+            state.details.insert("mtu".into(), e.mtu.to_string());
+        }
         rec.sandbox = Some(state.clone());
         {
             let _g = self.records.lock().await;
@@ -129,7 +166,7 @@ impl Engine {
 
             let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
             tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
-            rt.agent.call(Request::SetupPod(pod_setup(rec))).await.map_err(|e| agent_err("setting up the pod", e))?;
+            rt.agent.call(Request::SetupPod(pod_setup(rec, &state))).await.map_err(|e| agent_err("setting up the pod", e))?;
             Ok::<_, PodError>(rt)
         }
         .await;
@@ -291,7 +328,29 @@ impl Engine {
         }
     }
 
+    /// Installs the pod's port mappings for its sandbox's address.
+    fn apply_ports(&self, rec: &PodRecord, sb: &SandboxState) -> Result<(), PodError> {
+        let (Some(n), Some(ip)) = (&self.network, sb.details.get("ip")) else {
+            return if rec.ports.is_empty() {
+                Ok(())
+            } else {
+                Err(PodError::Conflict(format!("pod {} maps ports but this daemon runs without networking", rec.name)))
+            };
+        };
+        let ip = ip.parse().map_err(|_| PodError::Internal(format!("bad sandbox address {ip}")))?;
+        n.set_ports(&sb.id, ip, &rec.ports)?;
+        Ok(())
+    }
+
     async fn destroy_sandbox(&self, s: &SandboxState) {
+        if let Some(n) = &self.network {
+            if let Err(e) = n.clear_ports(&s.id) {
+                log::error!("sandbox {}: removing port mappings: {}", s.id, chain(&e));
+            }
+            if let Err(e) = n.release(&s.id) {
+                log::error!("sandbox {}: releasing its address: {}", s.id, chain(&e));
+            }
+        }
         let (driver, s2) = (self.driver.clone(), s.clone());
         match tokio::task::spawn_blocking(move || driver.destroy(&s2)).await {
             Ok(Ok(())) => {}
@@ -428,10 +487,12 @@ impl Engine {
             self.store.put(&[&old, &new])?;
         }
         let started = async {
-            rt.agent.call(Request::SetupPod(pod_setup(&new))).await.map_err(|e| agent_err("setting up the pod", e))?;
+            rt.agent.call(Request::SetupPod(pod_setup(&new, &rt.sandbox))).await.map_err(|e| agent_err("setting up the pod", e))?;
+            self.apply_ports(&new, &rt.sandbox)?;
             self.start_containers(&mut new, &rt, None).await
         }
         .await;
+
         if let Err(e) = started {
             self.teardown(&mut new, &rt).await;
             new.state = PodState::Created;
@@ -552,8 +613,20 @@ impl Engine {
     /// After a daemon restart: reconnects to every running pod's agent, resumes logs where they stopped,
     /// and cleans up sandboxes of starts that were interrupted.
     pub async fn recover(&self) {
+        self.recover_pods().await;
+        // Addresses and port mappings of sandboxes that are gone (a crash mid-start, a sandbox that died).
+        if let Some(n) = &self.network {
+            let live: Vec<String> = self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
+            if let Err(e) = n.reconcile(&live) {
+                log::warn!("network: reconciling after restart: {}", chain(&e));
+            }
+        }
+    }
+
+    async fn recover_pods(&self) {
         let Ok(all) = self.store.all() else { return };
         for mut rec in all {
+
             match rec.state {
                 PodState::Running => {
                     if let Err(e) = self.recover_pod(&rec).await {
@@ -660,4 +733,48 @@ async fn futures_join(rxs: Vec<tokio::sync::oneshot::Receiver<i32>>) {
     for r in rxs {
         let _ = r.await;
     }
+}
+
+/// `hyper ports`: the mappings of a pod, applied at once when it runs.
+impl Engine {
+    pub fn ports(&self, key: &str) -> Result<Vec<network::PortMapping>, PodError> {
+        Ok(self.store.resolve(key)?.ports)
+    }
+
+    /// Adds (`add`) or removes mappings; a running pod's rules change at once (or nothing changes).
+    pub async fn change_ports(&self, key: &str, add: Vec<network::PortMapping>, remove: Vec<network::PortMapping>) -> Result<Vec<network::PortMapping>, PodError> {
+        let id = self.store.resolve(key)?.id;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self.store.resolve(&id)?;
+        let mut ports = rec.ports.clone();
+        for r in &remove {
+            let before = ports.len();
+            ports.retain(|p| !(p.protocol == r.protocol && p.host_port == r.host_port && p.container_port == r.container_port));
+            if ports.len() == before {
+                return Err(PodError::NotFound(format!("pod {} has no mapping {r}", rec.name)));
+            }
+        }
+        for a in add {
+            if ports.iter().any(|p| p.protocol == a.protocol && ranges_overlap((p.host_port, p.host_port_end), (a.host_port, a.host_port_end))) {
+                return Err(PodError::Conflict(format!("pod {} already maps host port {}/{}", rec.name, a.host_port, a.protocol.name())));
+            }
+            ports.push(a);
+        }
+        if rec.state == PodState::Running {
+            if let Some(sb) = rec.sandbox.clone() {
+                let mut next = rec.clone();
+                next.ports = ports.clone();
+                self.apply_ports(&next, &sb)?;
+            }
+        }
+        rec.ports = ports.clone();
+        let _g = self.records.lock().await;
+        self.store.put(&[&rec])?;
+        Ok(ports)
+    }
+}
+
+fn ranges_overlap(a: (u16, u16), b: (u16, u16)) -> bool {
+    a.0 <= b.1 && b.0 <= a.1
 }

@@ -106,9 +106,13 @@ pub struct PodRecord {
     pub containers: Vec<ContainerRecord>,
     pub volumes: Vec<VolumeRecord>,
     pub sandbox: Option<SandboxState>,
+    /// Port mappings: the podfile's, plus those added with `hyper ports add`.
+    #[serde(default)]
+    pub ports: Vec<network::PortMapping>,
     /// The podfile as given.
     pub spec: serde_json::Value,
 }
+
 
 fn db_err(e: impl std::fmt::Display) -> PodError {
     PodError::Internal(format!("pod database: {e}"))

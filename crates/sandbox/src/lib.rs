@@ -24,7 +24,45 @@ pub struct SandboxConfig {
     pub dir: PathBuf,
     pub vcpu: u32,
     pub memory_mb: u32,
+    /// The sandbox's network interface, if it gets one.
+    pub nic: Option<Nic>,
 }
+
+/// A network interface for a sandbox: the driver links `host_if` (a veth end, a tap) into `bridge`; the
+/// sandbox side carries `mac` (the agent finds it by that and configures the address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    pub host_if: String,
+    pub mac: String,
+    pub bridge: String,
+    pub mtu: u32,
+}
+
+/// Puts a host-side link into its bridge with the MTU, and brings it up.
+pub(crate) fn plug(nic: &Nic) -> Result<(), SandboxError> {
+    let e = |what: &str| {
+        let what = format!("{what} {}", nic.host_if);
+        move |source| SandboxError::Io { context: what, source }
+    };
+    let index = netlink::link_index(&nic.host_if).ok_or_else(|| SandboxError::Setup(format!("link {} vanished", nic.host_if)))?;
+    let bridge = netlink::link_index(&nic.bridge).ok_or_else(|| SandboxError::Setup(format!("bridge {} does not exist", nic.bridge)))?;
+    let mut nl = netlink::Netlink::open().map_err(e("netlink for"))?;
+    nl.set_mtu(index, nic.mtu).map_err(e("setting the MTU of"))?;
+    nl.set_master(index, bridge).map_err(e("bridging"))?;
+    nl.set_up(index).map_err(e("bringing up"))
+}
+
+/// Deletes a host-side link if it exists (a veth end takes its peer along).
+pub(crate) fn unplug(host_if: &str) -> Result<(), String> {
+    let Some(index) = netlink::link_index(host_if) else { return Ok(()) };
+    let mut nl = netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    match nl.delete_link(index) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(format!("deleting link {host_if}: {e}")),
+    }
+}
+
 
 /// A running sandbox, as persisted by the daemon (so a restarted daemon finds it again).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

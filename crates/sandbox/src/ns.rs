@@ -60,11 +60,23 @@ impl Driver for NsDriver {
         let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
         let limits = Limits { memory_bytes: u64::from(cfg.memory_mb) << 20, vcpu: cfg.vcpu, pids: 32768 };
         let cgroup = Cgroup::create(&cgroup_name(&cfg.id), limits)?;
-        let result = self.spawn_agent(cfg, &listener, &cgroup);
+        let result = self.spawn_agent(cfg, &listener, &cgroup).and_then(|(pid, start_time)| {
+            if let Some(nic) = &cfg.nic {
+                // The veth's far end goes straight into the agent's network namespace, as eth0.
+                let mac = netlink::parse_mac(&nic.mac).ok_or_else(|| SandboxError::Setup(format!("invalid MAC {}", nic.mac)))?;
+                let mut nl = netlink::Netlink::open().map_err(io_err("opening netlink"))?;
+                nl.create_veth(&nic.host_if, "eth0", Some(mac), Some(pid), None).map_err(io_err(format!("creating veth {}", nic.host_if)))?;
+                crate::plug(nic)?;
+            }
+            Ok((pid, start_time))
+        });
         drop(listener);
         match result {
             Ok((pid, start_time)) => {
                 let mut details = std::collections::BTreeMap::new();
+                if let Some(nic) = &cfg.nic {
+                    details.insert("host_if".into(), nic.host_if.clone());
+                }
                 details.insert("cgroups".into(), cgroup.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","));
                 details.insert("log".into(), cfg.dir.join("agent.log").display().to_string());
 
@@ -80,6 +92,9 @@ impl Driver for NsDriver {
                 })
             }
             Err(e) => {
+                if let Some(nic) = &cfg.nic {
+                    let _ = crate::unplug(&nic.host_if);
+                }
                 cgroup.kill_all(Duration::from_secs(2));
                 cgroup.remove();
                 let _ = std::fs::remove_dir_all(&cfg.dir);
@@ -126,6 +141,12 @@ impl Driver for NsDriver {
             unsafe { libc::kill(s.pid, libc::SIGKILL) };
         }
         errors.extend(cgroup.remove());
+        if let Some(h) = s.details.get("host_if") {
+            if let Err(e) = crate::unplug(h) {
+                errors.push(e);
+            }
+        }
+
         if let Err(e) = std::fs::remove_dir_all(&s.dir) {
             if s.dir.exists() {
                 errors.push(format!("removing {}: {e}", s.dir.display()));

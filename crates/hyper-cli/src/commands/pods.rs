@@ -44,8 +44,12 @@ pub struct RunArgs {
     /// Keep standard input open and send it to the container.
     #[arg(short, long)]
     interactive: bool,
+    /// `-p FILE`: the podfile; `-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp]`: a port mapping (repeatable). An
+    /// existing file or a .json/.yaml/.yml name is a podfile.
+    #[arg(short = 'p', value_name = "FILE|PORTS")]
+    p: Vec<String>,
     /// The podfile (JSON, or YAML by extension).
-    #[arg(short = 'p', long = "podfile", value_name = "FILE")]
+    #[arg(long = "podfile", value_name = "FILE")]
     podfile: Option<PathBuf>,
     /// Treat the podfile as YAML whatever its name.
     #[arg(short = 'y', long)]
@@ -74,8 +78,8 @@ pub struct RunArgs {
     /// Memory of the pod, in MiB.
     #[arg(long)]
     memory: Option<u32>,
-    /// Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp].
-    #[arg(short = 'P', long = "publish", value_name = "PORTS")]
+    /// Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp] (repeatable).
+    #[arg(long = "publish", value_name = "PORTS")]
     publish: Vec<String>,
     /// A podfile (an existing .json/.yaml/.yml file), or an image.
     #[arg(value_name = "IMAGE|PODFILE")]
@@ -255,7 +259,20 @@ fn parse_publish(p: &str) -> Result<Value, String> {
     Ok(m)
 }
 
-pub async fn run(c: &Client, a: RunArgs) -> CmdResult {
+pub async fn run(c: &Client, mut a: RunArgs) -> CmdResult {
+    for v in std::mem::take(&mut a.p) {
+        let looks_like_file = Path::new(&v).is_file() || v.ends_with(".json") || v.ends_with(".yaml") || v.ends_with(".yml");
+        if looks_like_file {
+            if a.podfile.is_some() {
+                return Err(format!("-p {v}: a second podfile").into());
+            }
+            a.podfile = Some(PathBuf::from(v));
+        } else if parse_publish(&v).is_ok() {
+            a.publish.push(v);
+        } else {
+            return Err(format!("-p {v:?}: neither a podfile nor a port mapping ([HOSTIP:]HOSTPORT:CONTAINERPORT[/udp])").into());
+        }
+    }
     let podfile = match (&a.podfile, &a.target) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(t)) if is_podfile(t) => Some(PathBuf::from(t)),
@@ -266,7 +283,16 @@ pub async fn run(c: &Client, a: RunArgs) -> CmdResult {
             if !a.command.is_empty() {
                 return Err("a command cannot be given with a podfile".into());
             }
-            (read_podfile(&path, a.yaml)?, !a.detach && (a.tty || a.interactive))
+            let mut spec = read_podfile(&path, a.yaml)?;
+            if !a.publish.is_empty() {
+                let pm: Result<Vec<Value>, String> = a.publish.iter().map(|p| parse_publish(p)).collect();
+                let list = spec.as_object_mut().ok_or("a podfile must be an object")?.entry("portmappings").or_insert(json!([]));
+                if let Some(arr) = list.as_array_mut() {
+                    arr.extend(pm?);
+                }
+            }
+            (spec, !a.detach && (a.tty || a.interactive))
+
         }
         None => {
             let image = a.target.clone().ok_or("give an image or a podfile: hyper run [-d] IMAGE [COMMAND...]")?;
@@ -477,6 +503,73 @@ pub async fn list(c: &Client, a: ListArgs) -> CmdResult {
                     .collect();
                 output::table(&["CONTAINER ID", "NAME", "POD ID", "IMAGE", "STATE"], &rows);
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct PortsArgs {
+    #[command(subcommand)]
+    action: PortsAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PortsAction {
+    /// List a pod's port mappings.
+    Ls {
+        pod: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Add port mappings to a pod (applied at once if it runs).
+    Add {
+        pod: String,
+        /// [HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/udp] (repeatable).
+        #[arg(short = 'p', long = "publish", required = true, value_name = "PORTS")]
+        ports: Vec<String>,
+    },
+    /// Remove port mappings from a pod.
+    Rm {
+        pod: String,
+        #[arg(short = 'p', long = "publish", required = true, value_name = "PORTS")]
+        ports: Vec<String>,
+    },
+}
+
+fn print_ports(ports: &[api::PortMapping], format: Format) {
+    if format == Format::Json {
+        output::print_json(&ports);
+        return;
+    }
+    let rows: Vec<Vec<String>> = ports
+        .iter()
+        .map(|p| {
+            let host = match &p.host_ip {
+                Some(ip) => format!("{ip}:{}", p.host_ports),
+                None => p.host_ports.clone(),
+            };
+            vec![p.protocol.clone(), host, p.container_ports.clone()]
+        })
+        .collect();
+    output::table(&["PROTOCOL", "HOST PORTS", "CONTAINER PORTS"], &rows);
+}
+
+pub async fn ports(c: &Client, a: PortsArgs) -> CmdResult {
+    match a.action {
+        PortsAction::Ls { pod, format } => {
+            let p: Vec<api::PortMapping> = c.get(&format!("/pods/ports?pod={}", q(&pod))).await?;
+            print_ports(&p, format);
+        }
+        PortsAction::Add { pod, ports } => {
+            let p: Vec<api::PortMapping> =
+                c.call(Method::POST, &format!("/pods/ports?pod={}", q(&pod)), &api::PortsRequest { add: ports, remove: vec![] }).await?;
+            print_ports(&p, Format::Table);
+        }
+        PortsAction::Rm { pod, ports } => {
+            let p: Vec<api::PortMapping> =
+                c.call(Method::POST, &format!("/pods/ports?pod={}", q(&pod)), &api::PortsRequest { add: vec![], remove: ports }).await?;
+            print_ports(&p, Format::Table);
         }
     }
     Ok(ExitCode::SUCCESS)

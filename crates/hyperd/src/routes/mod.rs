@@ -64,6 +64,9 @@ async fn dispatch(d: Arc<Daemon>, req: Req, method: &Method, path: &str) -> Resu
         (&Method::POST, "/pods/attach") => pods::attach(d, req).await,
         (&Method::POST, "/pods/exec") => pods::exec(d, req).await,
         (&Method::GET, "/containers") => pods::containers(d).await,
+        (&Method::GET, "/pods/ports") => pods::ports(d, req).await,
+        (&Method::POST, "/pods/ports") => pods::change_ports(d, req).await,
+
         _ => Err(api_error(
             ErrorKind::NotFound,
             format!("no route for {method} {path}"),

@@ -129,7 +129,10 @@ pub fn inspect_pod(d: &Daemon, key: &str) -> Result<api::PodInspect, ApiError> {
         created: p.created.clone(),
         hostname: p.hostname.clone(),
         resource: api::Resource { vcpu: p.vcpu, memory: p.memory },
+        ip: p.sandbox.as_ref().and_then(|s| s.details.get("ip").cloned()),
+        ports: wire_ports(&p.ports),
         sandbox: p.sandbox.as_ref().map(|s| api::SandboxInfo {
+
             id: s.id.clone(),
             driver: s.driver.clone(),
             pid: s.pid,
@@ -331,4 +334,35 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
     let _ = wr.write_all(&frame).await;
     let _ = wr.shutdown().await;
     reader.abort();
+}
+
+fn wire_ports(ports: &[network::PortMapping]) -> Vec<api::PortMapping> {
+    let range = |a: u16, b: u16| if a == b { a.to_string() } else { format!("{a}-{b}") };
+    ports
+        .iter()
+        .map(|p| api::PortMapping {
+            protocol: p.protocol.name().into(),
+            host_ip: p.host_ip.map(|i| i.to_string()),
+            host_ports: range(p.host_port, p.host_port_end),
+            container_ports: range(p.container_port, p.container_port_end),
+        })
+        .collect()
+}
+
+pub async fn ports(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let ports = d.engine.ports(&pod).map_err(|e| pod_error(&e))?;
+    Ok(web::ok(&wire_ports(&ports)))
+}
+
+pub async fn change_ports(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    let q = web::query(&req);
+    let pod = pod_param(&q)?;
+    let body: api::PortsRequest = web::read_json(req).await?;
+    let parse = |v: &[String]| -> Result<Vec<network::PortMapping>, ApiError> {
+        v.iter().map(|s| network::parse_spec(s).map_err(|e| api_error(ErrorKind::InvalidArgument, e))).collect()
+    };
+    let ports = d.engine.change_ports(&pod, parse(&body.add)?, parse(&body.remove)?).await.map_err(|e| pod_error(&e))?;
+    Ok(web::ok(&wire_ports(&ports)))
 }

@@ -3,6 +3,7 @@
 //! Single-threaded on purpose: forking is then always safe, and there is no locking. Everything that can block
 //! for long (a container's setup) happens in a child process.
 
+mod net;
 mod spawn;
 pub mod streams;
 
@@ -34,8 +35,6 @@ pub struct Options {
     pub transport: Transport,
     /// Private scratch directory (a tmpfs the agent mounts).
     pub work: PathBuf,
-    /// Inside a VM: power off on shutdown.
-    pub vm: bool,
 }
 
 struct Conn {
@@ -108,6 +107,9 @@ pub struct Agent {
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Connection output beyond which stream data waits.
 const CONN_HIGH_WATER: usize = 4 << 20;
+/// How often a VM's agent retries its port while no host is connected (the port gives no wake-up for it).
+const PORT_RETRY: Duration = Duration::from_millis(10);
+
 
 fn err(kind: K, msg: impl Into<String>) -> AgentError {
     AgentError::new(kind, msg)
@@ -214,7 +216,7 @@ impl Agent {
             }
         }
         if self.conn.is_none() && matches!(self.opts.transport, Transport::Port(_)) {
-            let t = now + Duration::from_millis(200);
+            let t = now + PORT_RETRY;
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         match next {
@@ -234,6 +236,7 @@ impl Agent {
 
     /// A new daemon connection replaces the old one; every unacknowledged byte will be sent again.
     fn connected(&mut self, fd: OwnedFd) {
+        crate::vm::trace("connected");
         self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0 });
         self.rewind();
     }
@@ -324,6 +327,8 @@ impl Agent {
     fn frame(&mut self, f: Frame) {
         match f {
             Frame::Request(b) => {
+                crate::vm::trace("request");
+
                 let (id, result) = match serde_json::from_slice::<RequestEnvelope>(&b) {
                     Ok(env) => (env.id, self.request(env.request)),
                     Err(e) => (0, Err(err(K::Invalid, format!("malformed request: {e}")))),
@@ -333,7 +338,9 @@ impl Agent {
                     Err(e) => ResponseResult::Err(e),
                 };
                 let json = serde_json::to_vec(&Response { id, result }).expect("serialisable");
+                crate::vm::trace("reply");
                 self.send(FrameKind::Response, &json);
+
             }
             Frame::Data { stream, offset, data } => {
                 if let Some(i) = self.ins.get_mut(&stream) {
@@ -703,9 +710,8 @@ impl Agent {
         for (name, content) in [("hosts", s.hosts.as_str()), ("hostname", &format!("{}\n", s.hostname)), ("resolv.conf", s.resolv_conf.as_str())] {
             std::fs::write(pod.dir.join(name), content).map_err(|e| err(K::Failed, format!("writing /etc/{name}: {e}")))?;
         }
-        if self.opts.vm {
-            crate::vm::configure_interfaces(&s.interfaces).map_err(|e| err(K::Failed, e))?;
-        }
+        net::configure(&s.interfaces).map_err(|e| err(K::Failed, e))?;
+
         Ok(())
     }
 

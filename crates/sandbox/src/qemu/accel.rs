@@ -75,7 +75,8 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path, timeout: Duration) -> Result
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet hyper.probe"])
+        .args(["-append", &format!("{} hyper.probe", super::KERNEL_CMDLINE)])
+
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,0 +1,162 @@
+//! NAT and port-mapping rules with iptables (whichever backend the host's iptables uses).
+//!
+//! ```text
+//! nat    PREROUTING  -m addrtype --dst-type LOCAL -j HYPER
+//! nat    OUTPUT      -m addrtype --dst-type LOCAL -j HYPER          (connections from the host itself)
+//! nat    POSTROUTING -s SUBNET ! -o BRIDGE -j MASQUERADE            (pods reach out, unless disabled)
+//! nat    POSTROUTING -s 127.0.0.0/8 -o BRIDGE -j MASQUERADE         (127.0.0.1:HOSTPORT reaches pods)
+//! nat    HYPER       -j HYPER-<sandbox>                             (one chain per sandbox with mappings)
+//! filter FORWARD     -j HYPER;  HYPER -j HYPER-<sandbox>
+//! ```
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NetworkConfig, NetworkError, PortMapping};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+fn ipt(args: &[&str]) -> Result<bool, NetworkError> {
+    let out = Command::new("iptables").arg("-w").args(args).output().map_err(|e| NetworkError::Iptables(format!("running iptables: {e}")))?;
+    Ok(out.status.success())
+}
+
+fn ipt_ok(args: &[&str]) -> Result<(), NetworkError> {
+    let out = Command::new("iptables").arg("-w").args(args).output().map_err(|e| NetworkError::Iptables(format!("running iptables: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Iptables(format!("iptables {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+/// Adds a rule unless it is there.
+fn ensure(table: &str, chain: &str, rule: &[&str]) -> Result<(), NetworkError> {
+    let mut check = vec!["-t", table, "-C", chain];
+    check.extend_from_slice(rule);
+    if ipt(&check)? {
+        return Ok(());
+    }
+    let mut add = vec!["-t", table, "-A", chain];
+    add.extend_from_slice(rule);
+    ipt_ok(&add)
+}
+
+fn ensure_chain(table: &str, chain: &str) -> Result<(), NetworkError> {
+    if !ipt(&["-t", table, "-S", chain])? {
+        ipt_ok(&["-t", table, "-N", chain])?;
+    }
+    Ok(())
+}
+
+pub fn setup_base(cfg: &NetworkConfig) -> Result<(), NetworkError> {
+    let subnet = cfg.subnet.to_string();
+    ensure_chain("nat", "HYPER")?;
+    ensure_chain("filter", "HYPER")?;
+    ensure("nat", "PREROUTING", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", "HYPER"])?;
+    ensure("nat", "OUTPUT", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", "HYPER"])?;
+    ensure("nat", "POSTROUTING", &["-s", "127.0.0.0/8", "-o", &cfg.bridge, "-j", "MASQUERADE"])?;
+    ensure("filter", "FORWARD", &["-j", "HYPER"])?;
+    ensure("filter", "FORWARD", &["-i", &cfg.bridge, "-j", "ACCEPT"])?;
+    ensure("filter", "FORWARD", &["-o", &cfg.bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"])?;
+    let masq = ["-s", subnet.as_str(), "!", "-o", cfg.bridge.as_str(), "-j", "MASQUERADE"];
+    if cfg.masquerade {
+        ensure("nat", "POSTROUTING", &masq)?;
+    } else {
+        let mut del = vec!["-t", "nat", "-D", "POSTROUTING"];
+        del.extend_from_slice(&masq);
+        while ipt(&del)? {}
+    }
+    Ok(())
+}
+
+pub fn chain_name(owner: &str) -> String {
+    format!("HYPER-{owner}")
+}
+
+fn range(a: u16, b: u16, sep: char) -> String {
+    if a == b { a.to_string() } else { format!("{a}{sep}{b}") }
+}
+
+/// Replaces a sandbox's chains with rules for `maps` (one `iptables-restore` per table, atomic).
+pub fn set_sandbox_rules(_cfg: &NetworkConfig, owner: &str, address: Ipv4Addr, maps: &[PortMapping]) -> Result<(), NetworkError> {
+    let chain = chain_name(owner);
+    if maps.is_empty() {
+        return remove_chain(&chain);
+    }
+    let mut nat = format!("*nat\n:{chain} - [0:0]\n");
+    let mut filter = format!("*filter\n:{chain} - [0:0]\n");
+    for m in maps {
+        let p = m.protocol.name();
+        let dst = m.host_ip.map(|ip| format!(" -d {ip}")).unwrap_or_default();
+        let to = format!("{address}:{}", range(m.container_port, m.container_port_end, '-'));
+        nat.push_str(&format!("-A {chain}{dst} -p {p} -m {p} --dport {} -j DNAT --to-destination {to}\n", range(m.host_port, m.host_port_end, ':')));
+        filter.push_str(&format!("-A {chain} -d {address}/32 -p {p} -m {p} --dport {} -j ACCEPT\n", range(m.container_port, m.container_port_end, ':')));
+    }
+    nat.push_str("COMMIT\n");
+    filter.push_str("COMMIT\n");
+    restore(&format!("{nat}{filter}"))?;
+    ensure("nat", "HYPER", &["-j", &chain])?;
+    ensure("filter", "HYPER", &["-j", &chain])
+}
+
+fn restore(rules: &str) -> Result<(), NetworkError> {
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetworkError::Iptables(format!("running iptables-restore: {e}")))?;
+    child.stdin.take().expect("piped").write_all(rules.as_bytes()).map_err(|e| NetworkError::Iptables(format!("iptables-restore: {e}")))?;
+    let out = child.wait_with_output().map_err(|e| NetworkError::Iptables(format!("iptables-restore: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetworkError::Iptables(format!("iptables-restore: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+pub fn remove_sandbox_rules(owner: &str) -> Result<(), NetworkError> {
+    remove_chain(&chain_name(owner))
+}
+
+/// Unhooks and deletes a sandbox chain in both tables (no error if it is not there).
+pub fn remove_chain(chain: &str) -> Result<(), NetworkError> {
+    for table in ["nat", "filter"] {
+        if !ipt(&["-t", table, "-S", chain])? {
+            continue;
+        }
+        while ipt(&["-t", table, "-D", "HYPER", "-j", chain])? {}
+        ipt_ok(&["-t", table, "-F", chain])?;
+        ipt_ok(&["-t", table, "-X", chain])?;
+    }
+    Ok(())
+}
+
+/// Sandbox chains present in the nat table.
+pub fn sandbox_chains() -> Result<Vec<String>, NetworkError> {
+    let out = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().map_err(|e| NetworkError::Iptables(format!("running iptables: {e}")))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("-N "))
+        .filter(|c| c.starts_with("HYPER-"))
+        .map(str::to_string)
+        .collect())
+}
