@@ -60,11 +60,15 @@ fn ensure(table: &str, chain: &str, rule: &[&str]) -> Result<(), NetworkError> {
 }
 
 fn ensure_chain(table: &str, chain: &str) -> Result<(), NetworkError> {
-    if !ipt(&["-t", table, "-S", chain])? {
-        ipt_ok(&["-t", table, "-N", chain])?;
+    if !ipt(&["-t", table, "-S", chain])? && !ipt(&["-t", table, "-N", chain])? {
+        // Another daemon in this namespace may have created it in between.
+        if !ipt(&["-t", table, "-S", chain])? {
+            return ipt_ok(&["-t", table, "-N", chain]);
+        }
     }
     Ok(())
 }
+
 
 pub fn setup_base(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     let subnet = cfg.subnet.to_string();
