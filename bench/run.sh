@@ -23,7 +23,15 @@ case "$what" in
 
     exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/vm.py "$0" "$1" "$2"' "$PWD/target/release" "$PWD/target/debug/fixtures" /var/cache/hyper/kernel/vmlinuz
     ;;
+  net)
+    bash scripts/build.sh >/dev/null
+    install -m 0644 target/debug/hyper-initrd.img target/release/hyper-initrd.img
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p hyperstart --target x86_64-unknown-linux-gnu --quiet
+    install -m 0755 target/x86_64-unknown-linux-gnu/release/hyperstart target/release/hyperstart
+    exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/net.py "$0" "$1" "$2"' "$PWD/target/release" "$PWD/target/debug/fixtures" "$PWD/target/x86_64-unknown-linux-gnu/release/nettool"
+    ;;
   *) echo "unknown benchmark $what" >&2; exit 2 ;;
+
 
 
 esac
