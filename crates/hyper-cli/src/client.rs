@@ -71,32 +71,33 @@ impl Client {
         body: Body,
         content_type: &str,
     ) -> Result<http::Response<Incoming>, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                socket: self.socket.display().to_string(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", hyper_api::PREFIX))
-            .header(header::HOST, "hyperd")
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .expect("valid request");
-        let resp = sender.send_request(req).await?;
+        let resp = self.request(method, path, body, &[(header::CONTENT_TYPE, content_type)]).await?;
         if resp.status().is_success() || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(resp);
         }
         Err(error_from(resp).await)
     }
 
-    pub fn socket_path(&self) -> &std::path::Path {
-        &self.socket
+    /// Sends a request on a fresh connection (that can be upgraded) and returns the response as it is.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        headers: &[(header::HeaderName, &str)],
+    ) -> Result<http::Response<Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect { socket: self.socket.display().to_string(), source })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", hyper_api::PREFIX)).header(header::HOST, "hyperd");
+        for (k, v) in headers {
+            req = req.header(k, *v);
+        }
+        Ok(sender.send_request(req.body(body).expect("valid request")).await?)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

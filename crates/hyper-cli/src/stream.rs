@@ -3,12 +3,12 @@
 use std::io::{IsTerminal, Read, Write};
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, StatusCode, header};
 use hyper_api::stream as st;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::client::{Client, ClientError, empty};
+use crate::client::{Client, empty};
 
 /// Puts the terminal on fd 0 in raw mode until dropped.
 pub struct RawMode {
@@ -69,22 +69,7 @@ fn resize_frame() -> Option<Vec<u8>> {
 /// Opens an upgraded session at `path` and runs it: local stdin (if `stdin`) goes to the process, its output to
 /// local stdout/stderr; with `tty`, the local terminal is raw and resizes follow. Returns the exit code.
 pub async fn session(c: &Client, method: Method, path: &str, stdin: bool, tty: bool) -> Result<i32, Box<dyn std::error::Error>> {
-    let stream = tokio::net::UnixStream::connect(c.socket_path())
-        .await
-        .map_err(|source| ClientError::Connect { socket: c.socket_path().display().to_string(), source })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", hyper_api::PREFIX))
-        .header(header::HOST, "hyperd")
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, st::UPGRADE)
-        .body(empty())
-        .expect("valid request");
-    let resp = sender.send_request(req).await?;
+    let resp = c.request(method, path, empty(), &[(header::CONNECTION, "Upgrade"), (header::UPGRADE, st::UPGRADE)]).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(Box::new(crate::client::error_from(resp).await));
     }

@@ -164,12 +164,60 @@ pub fn list(dir: &Path) -> Vec<String> {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Pods outlive their daemon by design: a test that ends (or fails) early must not leave them running.
+        if self.child.is_some() {
+            let ids = self.hyper(&["list", "-q"]);
+            for id in String::from_utf8_lossy(&ids.stdout).lines() {
+                let _ = self.hyper(&["rm", "-f", id]);
+            }
+        }
         self.kill();
+        self.reap_leftovers();
         if std::thread::panicking() {
             eprintln!("--- hyperd log ({}) ---\n{}", self.log_path().display(), self.log());
         }
     }
 }
+
+impl Daemon {
+    /// Kills whatever still runs out of this daemon's root, unmounts what is mounted under it, and removes
+    /// its sandboxes' cgroups and its bridge (a daemon killed without cleaning up leaves these by design).
+    fn reap_leftovers(&self) {
+        let root = self.root.display().to_string();
+        let sandboxes = list(&self.root.join("sandboxes"));
+        for _ in 0..50 {
+            let mut found = false;
+            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).into_owned();
+                let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                if cmd.contains(&root) || sandboxes.iter().any(|s| cg.contains(s.as_str())) {
+                    // SAFETY: kill has no memory arguments.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    found = true;
+                }
+            }
+            if !found {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut mounts = mounts_mentioning(&root);
+        mounts.reverse();
+        for m in mounts {
+            if let Some(target) = m.split(' ').nth(4) {
+                let _ = Command::new("umount").args(["-l", target]).status();
+            }
+        }
+        for s in &sandboxes {
+            for c in ["memory", "cpu", "pids"] {
+                let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join("hyper").join(s));
+            }
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge()]).stderr(Stdio::null()).status();
+    }
+}
+
 
 impl Daemon {
     /// Starts hyperd with a sandbox driver and loads the busybox and toolbox test images.

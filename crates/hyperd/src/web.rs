@@ -51,18 +51,7 @@ pub fn api_error(kind: ErrorKind, message: impl Into<String>) -> ApiError {
 }
 
 /// The whole cause chain of an error, `a: b: c`, each message once.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.last().is_some_and(|l| l.ends_with(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
+pub use libpod::chain;
 
 /// A streamed response: NDJSON lines sent through the returned sender.
 pub fn ndjson_stream() -> (LineSender, Resp) {

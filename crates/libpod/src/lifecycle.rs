@@ -107,22 +107,30 @@ impl Engine {
             Ok(()) => self.start_containers(&mut rec, &rt, pre).await,
             Err(e) => Err(e),
         };
+        self.settle_start(&mut rec, &rt, started).await?;
+        log::info!("started pod {} ({}) in sandbox {}", rec.id, rec.name, rt.sandbox.id);
+        Ok(rec)
+    }
+
+    /// The end of a start (or of a replace's second half): Running if the containers started; otherwise the
+    /// sandbox ends and the pod is Created again, and the error carries the sandbox's last words.
+    async fn settle_start(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, started: Result<(), PodError>) -> Result<(), PodError> {
         if let Err(e) = started {
             let e = with_log_tail(e, &rt.sandbox);
-            self.teardown(&mut rec, &rt).await;
+            self.teardown(rec, rt).await;
             rec.state = PodState::Created;
-            let _g = self.records.lock().await;
-            self.store.put(&[&rec])?;
+            self.save(&[rec]).await?;
             return Err(e);
         }
         rec.state = PodState::Running;
         rec.failure = None;
-        {
-            let _g = self.records.lock().await;
-            self.store.put(&[&rec])?;
-        }
-        log::info!("started pod {} ({}) in sandbox {}", rec.id, rec.name, rt.sandbox.id);
-        Ok(rec)
+        self.save(&[rec]).await
+    }
+
+    /// Writes records (read-modify-write safe with the other writers).
+    async fn save(&self, recs: &[&PodRecord]) -> Result<(), PodError> {
+        let _g = self.records.lock().await;
+        self.store.put(recs)
     }
 
     /// A new sandbox with a connected, set-up agent. The sandbox is recorded at once, so a daemon that dies
@@ -337,9 +345,13 @@ impl Engine {
                 Err(PodError::Conflict(format!("pod {} maps ports but this daemon runs without networking", rec.name)))
             };
         };
+        if rec.ports.is_empty() && n.ports_of(&sb.id)?.is_empty() {
+            return Ok(()); // nothing to install, nothing to remove
+        }
         let ip = ip.parse().map_err(|_| PodError::Internal(format!("bad sandbox address {ip}")))?;
         n.set_ports(&sb.id, ip, &rec.ports)?;
         Ok(())
+
     }
 
     async fn destroy_sandbox(&self, s: &SandboxState) {
@@ -493,18 +505,9 @@ impl Engine {
         }
         .await;
 
-        if let Err(e) = started {
-            self.teardown(&mut new, &rt).await;
-            new.state = PodState::Created;
-            let _g = self.records.lock().await;
-            self.store.put(&[&new])?;
-            return Err(e);
-        }
-        new.state = PodState::Running;
-        new.failure = None;
-        let _g = self.records.lock().await;
-        self.store.put(&[&new])?;
+        self.settle_start(&mut new, &rt, started).await?;
         log::info!("replaced pod {} with {} in sandbox {}", old.id, new.id, rt.sandbox.id);
+
         Ok(new)
     }
 

@@ -164,3 +164,4 @@ pub fn sandbox_chains() -> Result<Vec<String>, NetworkError> {
         .map(str::to_string)
         .collect())
 }
+

@@ -279,18 +279,33 @@ impl Network {
                 }
             }
         }
+        // Recorded first (the union of old and new while rules change), so a crash can only leave a record
+        // without rules, which clearing and reconciling handle, never rules without a record.
+        let mut union = mine.clone();
+        union.extend(maps.iter().cloned());
+        self.write_ports(owner, &union)?;
         iptables::set_sandbox_rules(&self.cfg, owner, address, maps)?;
+        self.write_ports(owner, maps)
+    }
+
+    fn write_ports(&self, owner: &str, maps: &[PortMapping]) -> Result<(), NetworkError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         {
             let mut t = txn.open_table(PORTS).map_err(db_err)?;
             t.insert(owner, serde_json::to_vec(maps).expect("serialisable").as_slice()).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
+
     }
 
     /// Removes `owner`'s port mappings (rules and records).
     pub fn clear_ports(&self, owner: &str) -> Result<(), NetworkError> {
+        // set_ports records mappings before it installs rules: no record, no rules.
+        if self.ports_of(owner)?.is_empty() {
+            return Ok(());
+        }
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+
         iptables::remove_sandbox_rules(owner)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         {

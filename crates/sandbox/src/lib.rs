@@ -52,6 +52,22 @@ pub(crate) fn plug(nic: &Nic) -> Result<(), SandboxError> {
     nl.set_up(index).map_err(e("bringing up"))
 }
 
+/// The last steps of every driver's `destroy`: the sandbox's host link and state directory go; failures are
+/// added to `errors`, and all of them make the result.
+pub(crate) fn finish_destroy(s: &SandboxState, mut errors: Vec<String>) -> Result<(), SandboxError> {
+    if let Some(h) = s.details.get("host_if") {
+        if let Err(e) = unplug(h) {
+            errors.push(e);
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(&s.dir) {
+        if s.dir.exists() {
+            errors.push(format!("removing {}: {e}", s.dir.display()));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(SandboxError::Teardown { id: s.id.clone(), errors }) }
+}
+
 /// Deletes a host-side link if it exists (a veth end takes its peer along).
 pub(crate) fn unplug(host_if: &str) -> Result<(), String> {
     let Some(index) = netlink::link_index(host_if) else { return Ok(()) };

@@ -141,18 +141,7 @@ impl Driver for NsDriver {
             unsafe { libc::kill(s.pid, libc::SIGKILL) };
         }
         errors.extend(cgroup.remove());
-        if let Some(h) = s.details.get("host_if") {
-            if let Err(e) = crate::unplug(h) {
-                errors.push(e);
-            }
-        }
-
-        if let Err(e) = std::fs::remove_dir_all(&s.dir) {
-            if s.dir.exists() {
-                errors.push(format!("removing {}: {e}", s.dir.display()));
-            }
-        }
-        if errors.is_empty() { Ok(()) } else { Err(SandboxError::Teardown { id: s.id.clone(), errors }) }
+        crate::finish_destroy(s, errors)
     }
 }
 

@@ -100,6 +100,8 @@ pub struct Agent {
     owners: HashMap<i32, Owner>,
     timers: Vec<(Instant, Timer)>,
     shutdown: bool,
+    port_backoff: Duration,
+    next_port_try: Instant,
 }
 
 /// Output not yet drained this long after a process exits no longer delays its exit event (a background child
@@ -107,8 +109,10 @@ pub struct Agent {
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Connection output beyond which stream data waits.
 const CONN_HIGH_WATER: usize = 4 << 20;
-/// How often a VM's agent retries its port while no host is connected (the port gives no wake-up for it).
-const PORT_RETRY: Duration = Duration::from_millis(10);
+/// How often a VM's agent retries its port while no host is connected (the port gives no wake-up for it):
+/// from every 10 ms to every 500 ms.
+const PORT_RETRY_MIN: Duration = Duration::from_millis(10);
+const PORT_RETRY_MAX: Duration = Duration::from_millis(500);
 
 
 fn err(kind: K, msg: impl Into<String>) -> AgentError {
@@ -130,14 +134,21 @@ impl Agent {
             owners: HashMap::new(),
             timers: Vec::new(),
             shutdown: false,
+            port_backoff: PORT_RETRY_MIN,
+            next_port_try: Instant::now(),
         })
+
     }
 
     /// Runs until a `Shutdown` request.
     pub fn run(&mut self) -> std::io::Result<()> {
         loop {
-            if self.conn.is_none() {
+            if self.conn.is_none() && Instant::now() >= self.next_port_try {
                 if let Transport::Port(p) = &self.opts.transport {
+                    // Without a host on the other side the port reads EOF at once: try again later, each time
+                    // a little later, so an agent without a daemon costs (next to) nothing.
+                    self.next_port_try = Instant::now() + self.port_backoff;
+                    self.port_backoff = (self.port_backoff * 2).min(PORT_RETRY_MAX);
                     if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(p) {
                         let _ = sys::set_nonblocking(f.as_raw_fd(), true);
                         self.connected(OwnedFd::from(f));
@@ -209,14 +220,18 @@ impl Agent {
     fn poll_timeout(&self) -> i32 {
         let now = Instant::now();
         let mut next: Option<Instant> = self.timers.iter().map(|(t, _)| *t).min();
-        for p in self.containers.values().chain(self.execs.values()) {
-            if let (Some(at), false) = (p.exited_at, p.event_sent) {
-                let t = at + EXIT_GRACE;
-                next = Some(next.map_or(t, |n| n.min(t)));
+        // An exit waits for its output for a while, but only matters when there is a daemon to tell.
+        if self.conn.is_some() {
+            for p in self.containers.values().chain(self.execs.values()) {
+                if let (Some(at), false) = (p.exited_at, p.event_sent) {
+                    let t = (at + EXIT_GRACE).max(now);
+                    next = Some(next.map_or(t, |n| n.min(t)));
+                }
             }
         }
         if self.conn.is_none() && matches!(self.opts.transport, Transport::Port(_)) {
-            let t = now + PORT_RETRY;
+            // Quick retries right after a disconnection (a daemon restarting), then slower ones.
+            let t = self.next_port_try.max(now);
             next = Some(next.map_or(t, |n| n.min(t)));
         }
         match next {
@@ -328,6 +343,8 @@ impl Agent {
         match f {
             Frame::Request(b) => {
                 crate::vm::trace("request");
+                self.port_backoff = PORT_RETRY_MIN;
+
 
                 let (id, result) = match serde_json::from_slice::<RequestEnvelope>(&b) {
                     Ok(env) => (env.id, self.request(env.request)),
