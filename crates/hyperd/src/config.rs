@@ -51,6 +51,9 @@ pub struct Flags {
     /// Accelerator: auto (KVM only if it can really run the guest), kvm or tcg.
     #[arg(long, value_name = "auto|kvm|tcg")]
     pub accel: Option<String>,
+    /// Extra guest kernel arguments (`hyper.debug` makes the agent trace its boot on the VM console).
+    #[arg(long, value_name = "ARGS")]
+    pub kernel_append: Option<String>,
     /// The bridge pods are attached to (created if missing).
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
@@ -81,6 +84,7 @@ struct FileConfig {
     initrd: Option<PathBuf>,
     qemu: Option<PathBuf>,
     accel: Option<String>,
+    kernel_append: Option<String>,
     bridge: Option<String>,
     pod_cidr: Option<String>,
     #[serde(default)]
@@ -103,6 +107,7 @@ pub struct Config {
     pub initrd: PathBuf,
     pub qemu: PathBuf,
     pub accel: sandbox::qemu::AccelRequest,
+    pub kernel_append: String,
     pub network: network::NetworkConfig,
 }
 
@@ -169,7 +174,9 @@ impl Config {
             mtu: flags.mtu.or(file.mtu).unwrap_or(1500),
         };
         Ok(Config {
+            kernel_append: flags.kernel_append.or(file.kernel_append).unwrap_or_default(),
             network,
+
             driver,
             agent,
 

@@ -54,7 +54,9 @@ impl Daemon {
                     kernel: config.kernel.clone(),
                     initrd: config.initrd.clone(),
                     accel: config.accel,
+                    kernel_append: config.kernel_append.clone(),
                 })
+
                 .context("the qemu driver")?;
                 // A guest under emulation on a busy host can take a while to boot.
                 let t = if d.accel() == sandbox::qemu::Accel::Tcg { 120 } else { 30 };

@@ -4,7 +4,6 @@
 //! - `agent --listen-fd N --work DIR`: the agent of an ns-driver sandbox; hyperd connects to the listening
 //!   socket it passed as fd N.
 //! - `pod-init`: PID 1 of the pod's PID namespace; reaps orphans.
-//! - `container-init`: the first moments of a container or exec'd process (see `init`).
 
 mod agent;
 mod init;
@@ -15,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: hyperstart agent --listen-fd N --work DIR | pod-init | container-init");
+    eprintln!("usage: hyperstart agent --listen-fd N --work DIR | pod-init");
     ExitCode::from(2)
 }
 
@@ -23,14 +22,13 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         // /init of a VM (pod-init is PID 1 too, of the pod's namespace, but it says so in its arguments).
-        _ if std::process::id() == 1 && !matches!(args.get(1).map(String::as_str), Some("pod-init" | "container-init")) => {
+        _ if std::process::id() == 1 && args.get(1).map(String::as_str) != Some("pod-init") => {
             let e = vm::boot();
             eprintln!("hyperstart: {e}");
             ExitCode::FAILURE
         }
 
 
-        Some("container-init") => ExitCode::from(init::main() as u8),
         Some("pod-init") => pod_init(),
         Some("agent") => {
             let mut listen = None;
@@ -69,6 +67,8 @@ fn ns_agent(listen_fd: i32, work: PathBuf) -> Result<(), String> {
     sys::mount(Some("sysfs"), Path::new("/sys"), Some("sysfs"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)
         .map_err(|e| format!("mounting /sys: {e}"))?;
 
+    // The daemon handed the listening socket over without close-on-exec: containers must not inherit it.
+    sys::set_cloexec(listen_fd, true).map_err(|e| format!("fd {listen_fd}: {e}"))?;
     let listener = agent::Transport::Listener(agent::spawn_adopt(listen_fd));
     let mut a = agent::Agent::new(agent::Options { transport: listener, work }).map_err(|e| format!("starting: {e}"))?;
     a.run().map_err(|e| format!("agent loop: {e}"))

@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::init::{InitConfig, InitReply, write_msg};
+use crate::init::{InitConfig, InitReply};
 use crate::sys;
 
 /// How long a container may take to set itself up before the agent gives up on it.
@@ -18,13 +18,6 @@ pub struct Stdio3 {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
-}
-
-fn to_stdio(fd: Option<OwnedFd>) -> Stdio {
-    match fd {
-        Some(f) => Stdio::from(f),
-        None => Stdio::null(),
-    }
 }
 
 /// Starts `hyperstart pod-init` (PID 1 of the pod's PID namespace).
@@ -41,38 +34,37 @@ pub fn pod_init() -> std::io::Result<i32> {
     Ok(c.spawn()?.id() as i32)
 }
 
-/// Starts container-init with `config`; returns its pid and, for a terminal, the pty master once it is ready.
+/// Forks container-init for `config`; returns its pid and, for a terminal, the pty master once it is ready.
 /// On failure the child is killed (the agent reaps it later) and the error says what went wrong inside.
 pub fn container_init(config: &InitConfig, stdio: Stdio3) -> Result<(i32, Option<OwnedFd>), String> {
     let (parent, child) = sys::socketpair().map_err(|e| format!("socketpair: {e}"))?;
-    let child_raw: RawFd = child.as_raw_fd();
-    let mut c = Command::new("/proc/self/exe");
-    c.arg0("container-init")
-        .arg("container-init")
-        .stdin(to_stdio(stdio.stdin))
-        .stdout(to_stdio(stdio.stdout))
-        .stderr(to_stdio(stdio.stderr));
-    // SAFETY: the closure only calls async-signal-safe functions (dup2, fcntl, sigprocmask, signal).
-    unsafe {
-        c.pre_exec(move || {
-            sys::dup2(child_raw, 3)?;
-            sys::set_cloexec(3, false)?;
-            sys::unblock_all_signals();
-            Ok(())
-        });
+    // Everything the child needs is prepared before the fork.
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    // SAFETY: the agent is single-threaded, so the child may allocate and run any code; it never returns into
+    // the agent's code (run_child ends in exec or _exit).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
-    let child_proc = c.spawn().map_err(|e| format!("starting container-init: {e}"))?;
+    if pid == 0 {
+        drop(parent);
+        for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
+            let src = fd.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd());
+            if sys::dup2(src, target).is_err() {
+                // SAFETY: leaving the forked child at once.
+                unsafe { libc::_exit(126) };
+            }
+        }
+        crate::init::run_child(config, UnixStream::from(child));
+    }
     drop(child);
-    let pid = child_proc.id() as i32;
+    drop(stdio);
     let fail = |msg: String| {
         let _ = sys::kill(pid, libc::SIGKILL);
         Err(msg)
     };
     let mut s = UnixStream::from(parent);
     let _ = s.set_read_timeout(Some(SETUP_TIMEOUT));
-    if let Err(e) = write_msg(&mut s, config) {
-        return fail(format!("sending the configuration to container-init: {e}"));
-    }
     // First message: Ready (maybe with the pty master) or an error.
     let mut len = [0u8; 4];
     let (n, fd) = match sys::recv_with_fd(s.as_raw_fd(), &mut len) {

@@ -1,7 +1,8 @@
-//! `hyperstart container-init`: the first moments of a container's (or exec'd) process.
+//! container-init: the first moments of a container's (or exec'd) process.
 //!
-//! The agent starts this mode in the pod's PID, IPC and UTS namespaces with the process's stdio already in
-//! place and a unix socket on fd 3. Over the socket it receives an [`InitConfig`]; it builds the container
+//! The agent forks (it is single-threaded, so the child can do anything) in the pod's PID, IPC and UTS
+//! namespaces with the process's stdio already in place and a unix socket to the agent. From its
+//! [`InitConfig`] the child builds the container
 //! (mount namespace, root filesystem, /proc, /dev, volumes, files, sysctls), or joins a running container's
 //! mount namespace for an exec, drops privileges, reports `ready` (with the pty master when there is a
 //! terminal) and execs the program. An error at any step goes back over the socket; a successful exec closes
@@ -12,8 +13,8 @@ mod container;
 pub mod seccomp;
 pub mod users;
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use agent_proto::{ContainerConfig, ProcessConfig};
 use serde::{Deserialize, Serialize};
@@ -47,44 +48,25 @@ pub fn write_msg(w: &mut impl Write, v: &impl Serialize) -> std::io::Result<()> 
     w.write_all(&b)
 }
 
-pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> std::io::Result<T> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > 16 << 20 {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "message too large"));
-    }
-    let mut b = vec![0; len];
-    r.read_exact(&mut b)?;
-    serde_json::from_slice(&b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-/// Entry point of `hyperstart container-init`. Never returns on success (the program is exec'd).
-pub fn main() -> i32 {
-    // SAFETY: fd 3 was set up by the agent for this process and nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(3) };
-    let _ = crate::sys::set_cloexec(sock.as_raw_fd(), true);
-    // A panic (a bug) must still reach the agent as an error, not as a silent death.
-    std::panic::set_hook(Box::new(|info| {
-        // SAFETY: fd 3 stays open until exec; wrapping it without taking ownership (ManuallyDrop) closes nothing.
-        let s = std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(3) });
+/// The child side of a container or exec start, right after the agent forked: builds the container (or joins
+/// it) and execs the program. Never returns: on failure the error goes to the agent over `stream` and the
+/// process exits. A panic (a bug) must neither be silent nor unwind into the agent's code this process inherited.
+pub fn run_child(config: &InitConfig, mut stream: std::os::unix::net::UnixStream) -> ! {
+    let fd = stream.as_raw_fd();
+    std::panic::set_hook(Box::new(move |info| {
+        // SAFETY: fd stays open until exec; ManuallyDrop keeps this wrapper from closing it.
+        let s = std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
         let _ = write_msg(&mut &*s, &InitReply::Error(format!("container-init panicked: {info}")));
     }));
-    let mut stream = std::os::unix::net::UnixStream::from(sock);
-
-    let config: InitConfig = match read_msg(&mut stream) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = write_msg(&mut stream, &InitReply::Error(format!("reading the init configuration: {e}")));
-            return 125;
-        }
-    };
-    let err = match config {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match config {
         InitConfig::Create { container, root, pod_dir, shm, hostname } => {
-            container::create(&container, &root, &pod_dir, &shm, &hostname, &mut stream)
+            container::create(container, root, pod_dir, shm, hostname, &mut stream)
         }
-        InitConfig::Exec { target_pid, process, hostname } => container::exec(target_pid, &process, &hostname, &mut stream),
-    };
-    let _ = write_msg(&mut stream, &InitReply::Error(err));
-    127
+        InitConfig::Exec { target_pid, process, hostname } => container::exec(*target_pid, process, hostname, &mut stream),
+    }));
+    if let Ok(err) = r {
+        let _ = write_msg(&mut stream, &InitReply::Error(err));
+    }
+    // SAFETY: _exit ends this forked child at once, without running the agent's destructors or atexit hooks.
+    unsafe { libc::_exit(127) }
 }

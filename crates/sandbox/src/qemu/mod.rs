@@ -44,6 +44,7 @@ pub struct QemuDriver {
     accel_reason: String,
     /// QEMU's -machine type.
     machine: String,
+    cmdline: String,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct QemuOptions {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub accel: AccelRequest,
+    /// Appended to the guest kernel's command line (`hyper.debug` traces the agent's boot and requests).
+    pub kernel_append: String,
 }
 
 /// The version string in a bzImage's setup header, if any.
@@ -76,7 +79,8 @@ impl QemuDriver {
         }
         let (accel, accel_reason) = accel::choose(o.accel, &o.qemu, &o.kernel, &o.initrd);
         log::info!("qemu driver: accelerator {}: {accel_reason}", accel.name());
-        Ok(QemuDriver { qemu: o.qemu, kernel: o.kernel, initrd: o.initrd, accel, accel_reason, machine: "pc".into() })
+        let cmdline = format!("{KERNEL_CMDLINE} {}", o.kernel_append).trim().to_string();
+        Ok(QemuDriver { qemu: o.qemu, kernel: o.kernel, initrd: o.initrd, accel, accel_reason, machine: "pc".into(), cmdline })
     }
 
     pub fn accel(&self) -> Accel {
@@ -110,7 +114,8 @@ impl QemuDriver {
             "-initrd".into(),
             self.initrd.display().to_string(),
             "-append".into(),
-            KERNEL_CMDLINE.into(),
+            self.cmdline.clone(),
+
             "-serial".into(),
             format!("file:{d}/console.log"),
             "-qmp".into(),
