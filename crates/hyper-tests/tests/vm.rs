@@ -69,3 +69,28 @@ fn qemu_killed_from_outside_fails_the_pod_and_start_works_again() {
     assert_eq!(d.sh("victim", "echo back").trim(), "back");
     d.ok(&["rm", "-f", "victim"]);
 }
+
+#[test]
+fn a_hypervisor_that_dies_at_start_fails_the_run_with_its_own_message() {
+    // A user's mistake QEMU itself rejects: a --kernel that is not a kernel. QEMU exits at once; the start
+    // must say why (QEMU's words) without waiting out the agent timeout, and leave the pod startable.
+    let bad = std::env::temp_dir().join(format!("hyper-not-a-kernel-{}", std::process::id()));
+    std::fs::write(&bad, b"this is not a bzImage\n").unwrap();
+    let d = Daemon::with_driver("qemu", &["--accel", "tcg", "--kernel", bad.to_str().unwrap()]);
+    let pf = d.podfile("bad.json", &json!({"id": "nokernel", "containers": [{"image": "busybox", "command": ["true"]}]}));
+    let err = d.fails(&["run", "-d", &pf]);
+    assert!(err.contains("hypervisor log: qemu") && err.contains("kernel"), "QEMU's own message is in the error: {err}");
+    assert!(!err.contains("sandbox: sandbox:"), "{err}");
+    // Like `docker run`, a run whose start fails leaves the pod created, ready for another start.
+    assert_eq!(d.inspect("nokernel")["state"], "created");
+    let err = d.fails(&["start", "nokernel"]);
+
+    let _ = std::fs::remove_file(&bad);
+    assert!(err.contains("hypervisor log: qemu"), "{err}");
+    assert!(!err.contains("timed out") && !err.contains("connecting to the agent"), "QEMU's death is noticed, not waited out: {err}");
+    let pod = d.inspect("nokernel");
+
+    assert_eq!(pod["state"], "created", "the pod is kept, ready for another start: {pod}");
+    assert!(d.entries("sandboxes").is_empty(), "no sandbox directory is left behind");
+    d.ok(&["rm", "nokernel"]);
+}

@@ -54,6 +54,10 @@ pub struct Flags {
     /// Extra guest kernel arguments (`hyper.debug` makes the agent trace its boot on the VM console).
     #[arg(long, value_name = "ARGS")]
     pub kernel_append: Option<String>,
+    /// Translation cache of each emulated (TCG) VM, in MiB: what an idle VM keeps resident for translated
+    /// code. Smaller saves host memory, larger saves retranslation (default 16).
+    #[arg(long, value_name = "MIB")]
+    pub tcg_tb_size: Option<u32>,
     /// The bridge pods are attached to (created if missing).
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
@@ -85,6 +89,7 @@ struct FileConfig {
     qemu: Option<PathBuf>,
     accel: Option<String>,
     kernel_append: Option<String>,
+    tcg_tb_size: Option<u32>,
     bridge: Option<String>,
     pod_cidr: Option<String>,
     #[serde(default)]
@@ -108,6 +113,7 @@ pub struct Config {
     pub qemu: PathBuf,
     pub accel: sandbox::qemu::AccelRequest,
     pub kernel_append: String,
+    pub tcg_tb_size_mib: u32,
     pub network: network::NetworkConfig,
 }
 
@@ -175,6 +181,11 @@ impl Config {
         };
         Ok(Config {
             kernel_append: flags.kernel_append.or(file.kernel_append).unwrap_or_default(),
+            tcg_tb_size_mib: match flags.tcg_tb_size.or(file.tcg_tb_size).unwrap_or(sandbox::qemu::DEFAULT_TCG_TB_SIZE_MIB) {
+                0 => bail!("--tcg-tb-size must be at least 1 (MiB)"),
+                n => n,
+            },
+
             network,
 
             driver,

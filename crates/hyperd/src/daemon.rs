@@ -55,6 +55,7 @@ impl Daemon {
                     initrd: config.initrd.clone(),
                     accel: config.accel,
                     kernel_append: config.kernel_append.clone(),
+                    tcg_tb_size_mib: config.tcg_tb_size_mib,
                 })
 
                 .context("the qemu driver")?;

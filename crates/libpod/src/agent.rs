@@ -38,16 +38,19 @@ fn lost(msg: &str) -> AgentError {
 }
 
 impl AgentClient {
-    /// Connects to the agent's socket, retrying until `timeout` (a VM's agent needs its guest to boot).
-    pub async fn connect(socket: &Path, timeout: Duration) -> Result<(AgentClient, mpsc::UnboundedReceiver<Inbound>), String> {
+    /// Connects to the agent's socket, retrying until `timeout` (a VM's agent needs its guest to boot) or until
+    /// `alive` says the sandbox process is gone.
+    pub async fn connect(socket: &Path, timeout: Duration, alive: impl Fn() -> bool) -> Result<(AgentClient, mpsc::UnboundedReceiver<Inbound>), String> {
         let end = tokio::time::Instant::now() + timeout;
         let stream = loop {
             match UnixStream::connect(socket).await {
                 Ok(s) => break s,
                 Err(e) if tokio::time::Instant::now() >= end => return Err(format!("connecting to the agent at {}: {e}", socket.display())),
+                Err(_) if !alive() => return Err("the sandbox exited before its agent answered".to_string()),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
+
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (itx, irx) = mpsc::unbounded_channel();

@@ -29,15 +29,27 @@ pub(crate) struct Preattach {
 }
 
 /// Adds the last lines the sandbox's agent (or guest console) printed to an error: the clue is usually there.
+/// Adds the last lines of the sandbox's logs (the hypervisor's own, then the guest console) to a start error.
 fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
-    let Some(path) = s.details.get("log") else { return e };
-    let log = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
-    if tail.is_empty() {
+    let mut parts = Vec::new();
+    for (key, label) in [("hypervisor_log", "hypervisor log"), ("log", "sandbox log")] {
+        let Some(path) = s.details.get(key) else { continue };
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+        if !tail.is_empty() {
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            parts.push(format!("{label}: {}", tail.join(" | ")));
+        }
+    }
+    if parts.is_empty() {
         return e;
     }
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    PodError::Sandbox(format!("{} (sandbox log: {})", chain(&e), tail.join(" | ")))
+    let msg = match &e {
+        PodError::Sandbox(m) => m.clone(),
+        other => chain(other),
+    };
+    PodError::Sandbox(format!("{msg} ({})", parts.join("; ")))
+
 }
 
 fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
@@ -102,13 +114,24 @@ impl Engine {
         if rec.state == PodState::Running {
             return Err(PodError::Conflict(format!("pod {} is already running", rec.name)));
         }
+        let t0 = std::time::Instant::now();
         let rt = self.start_sandbox(&mut rec).await?;
+        let t1 = t0.elapsed();
         let started = match self.apply_ports(&rec, &rt.sandbox) {
             Ok(()) => self.start_containers(&mut rec, &rt, pre).await,
             Err(e) => Err(e),
         };
+        let t2 = t0.elapsed();
         self.settle_start(&mut rec, &rt, started).await?;
-        log::info!("started pod {} ({}) in sandbox {}", rec.id, rec.name, rt.sandbox.id);
+        log::info!(
+            "started pod {} ({}) in sandbox {} (sandbox {} ms, containers {} ms, total {} ms)",
+            rec.id,
+            rec.name,
+            rt.sandbox.id,
+            t1.as_millis(),
+            (t2 - t1).as_millis(),
+            t0.elapsed().as_millis()
+        );
         Ok(rec)
     }
 
@@ -146,6 +169,8 @@ impl Engine {
         let driver = self.driver.clone();
         let t0 = std::time::Instant::now();
         let started = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| PodError::Internal(e.to_string()))?;
+        log::debug!("sandbox {sbid}: driver start {} ms", t0.elapsed().as_millis());
+
         let mut state = match started {
             Ok(s) => s,
             Err(e) => {
@@ -168,7 +193,12 @@ impl Engine {
             self.store.put(&[rec])?;
         }
         let connected = async {
-            let (client, rx) = AgentClient::connect(&state.socket, self.cfg.agent_timeout).await.map_err(PodError::Sandbox)?;
+            // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
+            // not when the agent timeout expires.
+            let (driver, probe) = (self.driver.clone(), state.clone());
+            let alive = move || driver.is_alive(&probe);
+            let (client, rx) = AgentClient::connect(&state.socket, self.cfg.agent_timeout, alive).await.map_err(PodError::Sandbox)?;
+
             client.call_timeout(Request::Hello { version: agent_proto::VERSION }, self.cfg.agent_timeout).await.map_err(|e| agent_err("greeting the agent", e))?;
             log::info!("sandbox {} ({}): agent ready {} ms after start", state.id, state.driver, t0.elapsed().as_millis());
 
@@ -664,7 +694,9 @@ impl Engine {
         if !self.driver.is_alive(&sb) {
             return Err(PodError::Sandbox(format!("the sandbox ({} pid {}) is gone", sb.driver, sb.pid)));
         }
-        let (client, rx) = AgentClient::connect(&sb.socket, Duration::from_secs(10)).await.map_err(PodError::Sandbox)?;
+        let (driver, probe) = (self.driver.clone(), sb.clone());
+        let (client, rx) = AgentClient::connect(&sb.socket, Duration::from_secs(10), move || driver.is_alive(&probe)).await.map_err(PodError::Sandbox)?;
+
         let state = match client.call_timeout(Request::Hello { version: agent_proto::VERSION }, Duration::from_secs(10)).await {
             Ok(Reply::Hello { state, .. }) => state,
             Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),

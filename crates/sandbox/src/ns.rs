@@ -57,10 +57,13 @@ impl Driver for NsDriver {
             )));
         }
         let _ = std::fs::remove_file(&socket);
+        let t = std::time::Instant::now();
         let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
         let limits = Limits { memory_bytes: u64::from(cfg.memory_mb) << 20, vcpu: cfg.vcpu, pids: 32768 };
         let cgroup = Cgroup::create(&cgroup_name(&cfg.id), limits)?;
+        let t_cg = t.elapsed();
         let result = self.spawn_agent(cfg, &listener, &cgroup).and_then(|(pid, start_time)| {
+            let t_spawn = t.elapsed();
             if let Some(nic) = &cfg.nic {
                 // The veth's far end goes straight into the agent's network namespace, as eth0.
                 let mac = netlink::parse_mac(&nic.mac).ok_or_else(|| SandboxError::Setup(format!("invalid MAC {}", nic.mac)))?;
@@ -68,8 +71,16 @@ impl Driver for NsDriver {
                 nl.create_veth(&nic.host_if, "eth0", Some(mac), Some(pid), None).map_err(io_err(format!("creating veth {}", nic.host_if)))?;
                 crate::plug(nic)?;
             }
+            log::debug!(
+                "ns sandbox {}: cgroup {} us, agent {} us, veth {} us",
+                cfg.id,
+                t_cg.as_micros(),
+                (t_spawn - t_cg).as_micros(),
+                (t.elapsed() - t_spawn).as_micros()
+            );
             Ok((pid, start_time))
         });
+
         drop(listener);
         match result {
             Ok((pid, start_time)) => {
