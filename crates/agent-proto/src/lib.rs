@@ -35,3 +35,11 @@ pub const WINDOW: u64 = 256 << 10;
 
 /// The name of the virtio-serial port the agent listens on inside a VM.
 pub const VIRTIO_PORT_NAME: &str = "sh.hyper.agent";
+
+/// The 9p tag of a VM sandbox's shared directory.
+pub const SHARE_TAG: &str = "hyper-share";
+/// Where the guest mounts it. Uncached (9p `cache=none`): the host changes volumes, and containers of
+/// different images share lower layers, whose files then have one inode number in several overlays; a
+/// caching guest (`cache=loose`) mixes them up across containers (measured: halves a container's start
+/// under TCG, but `replace` then found files missing).
+pub const GUEST_SHARE: &str = "/run/hyper/share";

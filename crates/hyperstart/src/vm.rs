@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 use crate::agent::{Agent, Options, Transport};
 use crate::sys;
 
-/// Where the host's shared directory (9p tag `hyper-share`) is mounted in the guest.
-pub const SHARE_DIR: &str = "/run/hyper/share";
-pub const SHARE_TAG: &str = "hyper-share";
+use agent_proto::{GUEST_SHARE, SHARE_TAG};
 const WORK_DIR: &str = "/run/hyperstart";
 
 fn m(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: Option<&str>) -> Result<(), String> {
@@ -114,7 +112,8 @@ fn boot_inner() -> Result<(), String> {
 
     sys::link_up("lo").map_err(|e| format!("bringing lo up: {e}"))?;
     stage(debug, "lo up");
-    m(SHARE_TAG, SHARE_DIR, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
+    m(SHARE_TAG, GUEST_SHARE, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
+
     stage(debug, "share mounted");
     let port = find_port(agent_proto::VIRTIO_PORT_NAME, Duration::from_secs(10))?;
     stage(debug, &format!("port {}", port.display()));

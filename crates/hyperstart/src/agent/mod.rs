@@ -711,7 +711,9 @@ impl Agent {
                 sys::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
                     .map_err(|e| err(K::Failed, format!("creating the pod's namespaces: {e}")))?;
             }
+            crate::vm::trace("setup: namespaces");
             let init_pid = spawn::pod_init().map_err(|e| err(K::Failed, format!("starting pod-init: {e}")))?;
+            crate::vm::trace("setup: pod-init");
             self.owners.insert(init_pid, Owner::PodInit);
             let pidns = sys::ns_id(init_pid, "pid").ok_or_else(|| err(K::Failed, "pod-init vanished"))?;
             let dir = self.opts.work.join("pod");
@@ -727,7 +729,9 @@ impl Agent {
         for (name, content) in [("hosts", s.hosts.as_str()), ("hostname", &format!("{}\n", s.hostname)), ("resolv.conf", s.resolv_conf.as_str())] {
             std::fs::write(pod.dir.join(name), content).map_err(|e| err(K::Failed, format!("writing /etc/{name}: {e}")))?;
         }
+        crate::vm::trace("setup: files");
         net::configure(&s.interfaces).map_err(|e| err(K::Failed, e))?;
+        crate::vm::trace("setup: network");
 
         Ok(())
     }

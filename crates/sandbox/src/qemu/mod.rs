@@ -5,9 +5,11 @@
 //! <sandbox dir>/agent.sock    the agent's virtio-serial port (QEMU listens, hyperd connects)
 //! <sandbox dir>/console.log   the guest's serial console
 //! <sandbox dir>/qemu.log      QEMU's own output
-//! <sandbox dir>/share/        exported to the guest over 9p (tag hyper-share, at /run/hyper/share):
+//! <sandbox dir>/share/        exported to the guest over 9p (tag hyper-share, at /run/hyper/share, uncached;
+//!                             each overlay in it is a device of its own: QEMU remaps inode numbers):
 //!     <container>/rootfs        the container's overlay, mounted here on the host
 //!     vol-<pod>-<name>          volumes, bind-mounted here
+
 //! ```
 
 pub mod accel;
@@ -25,8 +27,7 @@ pub use accel::{Accel, AccelRequest};
 
 use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, process_start_time, sys};
 
-/// Where the guest mounts the shared directory (see hyperstart's vm module).
-const GUEST_SHARE: &str = "/run/hyper/share";
+use agent_proto::GUEST_SHARE;
 
 /// The guest kernel's command line. `pci=noacpi acpi=noirq`: PCI interrupt routing through ACPI's AML
 /// interpreter costs ~200 ms per virtio device under emulation; the legacy routing tables QEMU provides work as
@@ -60,9 +61,10 @@ pub struct QemuOptions {
     pub tcg_tb_size_mib: u32,
 }
 
-/// An idle VM keeps all of its translation cache resident: QEMU's default (up to 1 GiB) left ~38 MB per
-/// idle pod; 16 MiB boots our guest as fast (measured: bench/run.sh vm) at ~26 MB less.
-pub const DEFAULT_TCG_TB_SIZE_MIB: u32 = 16;
+/// An idle VM keeps all of its translation cache resident. Measured with bench/run.sh vm (PSS of an idle pod
+/// after 10 replaces / run -d / replace): QEMU's default (1 GiB) 120 MB / 1763 ms / 145 ms; 64 MiB the same;
+/// 32 MiB 104 MB / 1790 ms / 130 ms; 16 MiB 84 MB / 1923 ms / 264 ms (retranslation starts to show).
+pub const DEFAULT_TCG_TB_SIZE_MIB: u32 = 32;
 
 /// The version string in a bzImage's setup header, if any.
 pub fn kernel_version(kernel: &Path) -> Option<String> {
@@ -141,9 +143,10 @@ impl QemuDriver {
             "-device".into(),
             format!("virtserialport,bus=vser0.0,chardev=agent,name={}", agent_proto::VIRTIO_PORT_NAME),
             "-fsdev".into(),
-            format!("local,id=share,path={d}/share,security_model=passthrough"),
+            format!("local,id=share,path={d}/share,security_model=passthrough,multidevs=remap"),
             "-device".into(),
-            "virtio-9p-pci,fsdev=share,mount_tag=hyper-share".into(),
+            format!("virtio-9p-pci,fsdev=share,mount_tag={}", agent_proto::SHARE_TAG),
+
             "-device".into(),
             "virtio-balloon-pci,free-page-reporting=on".into(),
         ]);
@@ -256,6 +259,7 @@ impl Driver for QemuDriver {
             sys::mount("overlay", &dir, Some("overlay"), 0, Some(&data)).map_err(io_err(format!("mounting the overlay of {}", c.id)))?;
         }
         Ok(Rootfs::Bind { path: format!("{GUEST_SHARE}/{}/rootfs", c.id) })
+
     }
 
     fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
