@@ -188,11 +188,13 @@ impl Engine {
             state.details.insert("mtu".into(), e.mtu.to_string());
         }
         rec.sandbox = Some(state.clone());
-        {
-            let _g = self.records.lock().await;
-            self.store.put(&[rec])?;
-        }
         let connected = async {
+            {
+                // A store that refuses the record fails the start, and the sandbox goes (below).
+                let _g = self.records.lock().await;
+                self.store.put(&[rec])?;
+            }
+
             // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
             // not when the agent timeout expires.
             let (driver, probe) = (self.driver.clone(), state.clone());

@@ -48,6 +48,8 @@ impl Driver for NsDriver {
     }
 
     fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError> {
+        // The pod's network namespace is made on another core while the directories and the cgroup are.
+        let netns = new_netns()?;
         std::fs::create_dir_all(&cfg.dir).map_err(io_err(format!("creating {}", cfg.dir.display())))?;
         let socket = cfg.dir.join("agent.sock");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -62,9 +64,9 @@ impl Driver for NsDriver {
         let limits = Limits { memory_bytes: u64::from(cfg.memory_mb) << 20, vcpu: cfg.vcpu, pids: 32768 };
         let cgroup = Cgroup::create(&cgroup_name(&cfg.id), limits)?;
         let t_cg = t.elapsed();
-        // The network namespace is made first, so that the veth pair is built on another core while the
-        // agent is forked and exec'd into it: both are on the critical path of every pod start.
-        let result = new_netns().and_then(|netns| {
+        // The veth pair is built on another core while the agent is forked and exec'd into the namespace:
+        // both are on the critical path of every pod start.
+        let result = netns.join().and_then(|netns| {
             std::thread::scope(|s| {
                 let veth = cfg.nic.as_ref().map(|nic| {
                     let netns = netns.as_raw_fd();
@@ -171,9 +173,12 @@ impl Driver for NsDriver {
     }
 }
 
-/// A new, empty network namespace, held by the returned descriptor (close-on-exec).
-fn new_netns() -> Result<OwnedFd, SandboxError> {
-    let made = std::thread::Builder::new()
+/// A new, empty network namespace in the making; [`NewNetns::join`] gives its descriptor (close-on-exec).
+/// Dropped unjoined, the namespace goes with the thread's result.
+struct NewNetns(std::thread::JoinHandle<std::io::Result<OwnedFd>>);
+
+fn new_netns() -> Result<NewNetns, SandboxError> {
+    let h = std::thread::Builder::new()
         .name("netns".into())
         .stack_size(64 << 10)
         .spawn(|| -> std::io::Result<OwnedFd> {
@@ -184,11 +189,17 @@ fn new_netns() -> Result<OwnedFd, SandboxError> {
             }
             Ok(std::fs::File::open("/proc/thread-self/ns/net")?.into())
         })
-        .map_err(io_err("starting a thread"))?
-        .join()
-        .map_err(|_| SandboxError::Setup("the network namespace thread panicked".into()))?;
-    made.map_err(io_err("creating the pod's network namespace"))
+        .map_err(io_err("starting a thread"))?;
+    Ok(NewNetns(h))
 }
+
+impl NewNetns {
+    fn join(self) -> Result<OwnedFd, SandboxError> {
+        let made = self.0.join().map_err(|_| SandboxError::Setup("the network namespace thread panicked".into()))?;
+        made.map_err(io_err("creating the pod's network namespace"))
+    }
+}
+
 
 fn cstring(p: &Path) -> Result<CString, SandboxError> {
 

@@ -24,12 +24,14 @@ fn mkdir_p(p: &Path) -> R<()> {
 
 /// Makes `p` exist as an empty file (for a file bind mount), creating parents.
 fn touch(p: &Path) -> R<()> {
-    if let Some(d) = p.parent() {
-        mkdir_p(d)?;
-    }
+    // Usually there already (/etc/hosts...): one lookup, which in a VM is a round trip to the host.
     if std::fs::symlink_metadata(p).is_ok() {
         return Ok(());
     }
+    if let Some(d) = p.parent() {
+        mkdir_p(d)?;
+    }
+
     ctx(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(p).map(|_| ()), || {
         format!("creating {}", p.display())
     })
