@@ -21,7 +21,7 @@ case "$what" in
     bash scripts/build.sh >/dev/null
     install -m 0644 target/debug/hyper-initrd.img target/release/hyper-initrd.img
 
-    exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/vm.py "$0" "$1" "$2"' "$PWD/target/release" "$PWD/target/debug/fixtures" /var/cache/hyper/kernel/vmlinuz
+    exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/vm.py "$0" "$1" "$2"' "$PWD/target/release" "$PWD/target/debug/fixtures" /var/cache/hyper/kernel/vmlinux
     ;;
   net)
     bash scripts/build.sh >/dev/null

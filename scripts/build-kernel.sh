@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build the guest kernel from Debian's linux-source-6.1 with guest/kernel.config merged over tinyconfig.
-# Cached: the output (a bzImage) is rebuilt only when the config fragment or the source tarball change.
+# Outputs: vmlinux (uncompressed ELF, stripped: what the qemu driver boots, through its PVH entry point, with
+# no decompression, which under TCG takes as long as the rest of the boot) and vmlinuz (the same kernel as
+# a bzImage, for boot loaders that want one).
+# Cached: rebuilt only when the config fragment or the source tarball change.
 # Usage: scripts/build-kernel.sh [OUTDIR]   (default: /var/cache/hyper/kernel)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -9,7 +12,7 @@ src_tar=/usr/src/linux-source-6.1.tar.xz
 frag=$here/guest/kernel.config
 [ -f "$src_tar" ] || { echo "build-kernel: $src_tar missing (run scripts/setup.sh)" >&2; exit 1; }
 key=$( (sha256sum "$frag"; stat -c '%s %Y' "$src_tar") | sha256sum | cut -c1-16)
-if [ -f "$out/vmlinuz" ] && [ "$(cat "$out/key" 2>/dev/null)" = "$key" ]; then
+if [ -f "$out/vmlinuz" ] && [ -f "$out/vmlinux" ] && [ "$(cat "$out/key" 2>/dev/null)" = "$key" ]; then
   exit 0
 fi
 mkdir -p "$out"
@@ -29,6 +32,8 @@ if [ -n "$missing" ]; then echo "build-kernel: options dropped by kconfig:" $mis
 echo "build-kernel: building ($(nproc) jobs), this takes several minutes once per machine"
 nice make -s -j"$(nproc)" bzImage
 cp arch/x86/boot/bzImage "$out/vmlinuz.tmp" && mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+objcopy --strip-all vmlinux "$out/vmlinux.tmp" && mv "$out/vmlinux.tmp" "$out/vmlinux"
 cp .config "$out/config"
 echo "$key" > "$out/key"
-echo "build-kernel: $out/vmlinuz ($(stat -c %s "$out/vmlinuz") bytes)"
+echo "build-kernel: $out/vmlinux ($(stat -c %s "$out/vmlinux") bytes), $out/vmlinuz ($(stat -c %s "$out/vmlinuz") bytes)"
+

@@ -118,7 +118,7 @@ pub struct Config {
 }
 
 /// Where scripts/setup.sh puts the guest kernel.
-pub const DEFAULT_KERNEL: &str = "/var/cache/hyper/kernel/vmlinuz";
+pub const DEFAULT_KERNEL: &str = "/var/cache/hyper/kernel/vmlinux";
 
 impl Config {
     pub fn from_flags(flags: Flags) -> anyhow::Result<Config> {

@@ -47,6 +47,8 @@ pub struct QemuDriver {
     machine: String,
     cmdline: String,
     tb_size_mib: u32,
+    /// The kernel's version string, read once.
+    kernel_version: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,16 +68,24 @@ pub struct QemuOptions {
 /// 32 MiB 104 MB / 1790 ms / 130 ms; 16 MiB 84 MB / 1923 ms / 264 ms (retranslation starts to show).
 pub const DEFAULT_TCG_TB_SIZE_MIB: u32 = 32;
 
-/// The version string in a bzImage's setup header, if any.
+/// A kernel's version string: from a bzImage's setup header, or from the banner of an uncompressed ELF
+/// vmlinux ("Linux version 6.1.158 (builder) ... #1 ..." gives "6.1.158 (builder) ... #1 ...").
 pub fn kernel_version(kernel: &Path) -> Option<String> {
     let b = std::fs::read(kernel).ok()?;
-    if b.len() < 0x210 || &b[0x202..0x206] != b"HdrS" {
-        return None;
+    if b.len() >= 0x210 && &b[0x202..0x206] == b"HdrS" {
+        let off = u16::from_le_bytes([b[0x20e], b[0x20f]]) as usize + 0x200;
+        let s = b.get(off..off + 256)?;
+        let end = s.iter().position(|&c| c == 0)?;
+        return Some(String::from_utf8_lossy(&s[..end]).to_string());
     }
-    let off = u16::from_le_bytes([b[0x20e], b[0x20f]]) as usize + 0x200;
-    let s = b.get(off..off + 256)?;
-    let end = s.iter().position(|&c| c == 0)?;
-    Some(String::from_utf8_lossy(&s[..end]).to_string())
+    if b.starts_with(b"\x7fELF") {
+        const BANNER: &[u8] = b"Linux version ";
+        let at = b.windows(BANNER.len()).position(|w| w == BANNER)? + BANNER.len();
+        let s = b.get(at..(at + 256).min(b.len()))?;
+        let end = s.iter().position(|&c| c == 0 || c == b'\n')?;
+        return Some(String::from_utf8_lossy(&s[..end]).to_string());
+    }
+    None
 }
 
 impl QemuDriver {
@@ -89,7 +99,8 @@ impl QemuDriver {
         let (accel, accel_reason) = accel::choose(o.accel, &o.qemu, &o.kernel, &o.initrd);
         log::info!("qemu driver: accelerator {}: {accel_reason}", accel.name());
         let cmdline = format!("{KERNEL_CMDLINE} {}", o.kernel_append).trim().to_string();
-        Ok(QemuDriver { qemu: o.qemu, kernel: o.kernel, initrd: o.initrd, accel, accel_reason, machine: "pc".into(), cmdline, tb_size_mib: o.tcg_tb_size_mib })
+        let kernel_version = kernel_version(&o.kernel);
+        Ok(QemuDriver { qemu: o.qemu, kernel: o.kernel, initrd: o.initrd, accel, accel_reason, machine: "pc".into(), cmdline, tb_size_mib: o.tcg_tb_size_mib, kernel_version })
     }
 
     pub fn accel(&self) -> Accel {
@@ -174,7 +185,8 @@ impl Driver for QemuDriver {
 
     fn info(&self) -> Vec<(String, String)> {
         vec![
-            ("Kernel".into(), format!("{} ({})", self.kernel.display(), kernel_version(&self.kernel).unwrap_or_else(|| "unknown version".into()))),
+            ("Kernel".into(), format!("{} ({})", self.kernel.display(), self.kernel_version.as_deref().unwrap_or("unknown version"))),
+
             ("Initrd".into(), self.initrd.display().to_string()),
             ("QEMU".into(), self.qemu.display().to_string()),
             ("Accelerator".into(), self.accel.name().into()),
