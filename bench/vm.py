@@ -98,8 +98,7 @@ try:
     ready = [int(m) for m in re.findall(r"agent ready (\d+) ms after start", open(f"{work}/hyperd.log").read())]
 
     f, r, rp = med(floor), med(runs), med(reps)
-    print(f"qemu driver, TCG, 1 vCPU, 128 MiB, guest kernel {kernel_size(KERNEL)}, initrd
- {os.path.getsize(INITRD)/1e6:.2f} MB; medians of {RUNS}")
+    print(f"qemu driver, TCG, 1 vCPU, 128 MiB, guest kernel {kernel_size(KERNEL)}, initrd {os.path.getsize(INITRD)/1e6:.2f} MB; medians of {RUNS}")
     print("| | time |")
     print("|---|---|")
     print(f"| floor: bare QEMU boot until /init runs | {f*1000:.0f} ms |")
