@@ -383,22 +383,8 @@ pub fn execvpe(path: &str, args: &[String], env: &[String]) -> io::Error {
 
 /// Brings an interface up (`lo` in a fresh network namespace).
 pub fn link_up(name: &str) -> io::Result<()> {
-    // SAFETY: a datagram socket for ioctls; closed below via OwnedFd.
-    let s = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: s is new and ours.
-    let s = unsafe { OwnedFd::from_raw_fd(s) };
-    // SAFETY: ifreq is a plain C struct; zero is valid.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in name.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
-        ifr.ifr_name[i] = b as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
-    unsafe {
-        check(libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr))?;
-        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr))?;
-    }
-    Ok(())
+    let index = netlink::link_index(name).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {name}")))?;
+    netlink::Netlink::open()?.set_up(index)
 }
 
 /// A detached copy of the mount tree at `path` (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`): it can be attached

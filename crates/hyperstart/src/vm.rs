@@ -71,14 +71,10 @@ pub fn boot() -> String {
 
 static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Prints an event with the uptime when booted with `hyper.debug`.
+/// With `hyper.debug` on the kernel command line, prints an event (boot stages, requests) to the console with
+/// the guest's uptime.
 pub fn trace(what: &str) {
-    stage(DEBUG.load(std::sync::atomic::Ordering::Relaxed), what);
-}
-
-/// With `hyper.debug` on the kernel command line, boot stages go to the console with the guest's uptime.
-fn stage(debug: bool, what: &str) {
-    if debug {
+    if DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
         let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
         eprintln!("hyperstart: [{}] {what}", up.split_whitespace().next().unwrap_or("?"));
     }
@@ -86,20 +82,21 @@ fn stage(debug: bool, what: &str) {
 
 fn boot_inner() -> Result<(), String> {
     m("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
-    let debug = std::fs::read_to_string("/proc/cmdline").unwrap_or_default().split_whitespace().any(|w| w == "hyper.debug");
-    DEBUG.store(debug, std::sync::atomic::Ordering::Relaxed);
-    stage(debug, "init");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let flag = |f: &str| cmdline.split_whitespace().any(|w| w == f);
+    DEBUG.store(flag("hyper.debug"), std::sync::atomic::Ordering::Relaxed);
+    trace("init");
 
     m("sysfs", "/sys", "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
     m("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, Some("mode=0755"))?;
-    if std::fs::read_to_string("/proc/cmdline").unwrap_or_default().split_whitespace().any(|w| w == "hyper.probe") {
+    if flag("hyper.probe") {
         // The accelerator probe only wants to know the guest got this far.
         use std::io::Write;
         let _ = std::fs::OpenOptions::new().write(true).open("/dev/console").and_then(|mut c| c.write_all(b"HYPER-PROBE-OK\n"));
         return Ok(());
     }
     leave_initramfs()?;
-    stage(debug, "left the initramfs");
+    trace("left the initramfs");
 
     m("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
     m("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=1777"))?;
@@ -111,12 +108,11 @@ fn boot_inner() -> Result<(), String> {
     let _ = std::fs::write("/sys/module/page_reporting/parameters/page_reporting_order", "5");
 
     sys::link_up("lo").map_err(|e| format!("bringing lo up: {e}"))?;
-    stage(debug, "lo up");
+    trace("lo up");
     m(SHARE_TAG, GUEST_SHARE, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
-
-    stage(debug, "share mounted");
+    trace("share mounted");
     let port = find_port(agent_proto::VIRTIO_PORT_NAME, Duration::from_secs(10))?;
-    stage(debug, &format!("port {}", port.display()));
+    trace(&format!("port {}", port.display()));
 
     std::fs::create_dir_all(WORK_DIR).map_err(|e| format!("creating {WORK_DIR}: {e}"))?;
     let mut a = Agent::new(Options { transport: Transport::Port(port), work: PathBuf::from(WORK_DIR) })

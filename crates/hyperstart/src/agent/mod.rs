@@ -76,6 +76,53 @@ struct Proc {
     restart_at: Option<Instant>,
 }
 
+impl Proc {
+    /// A process of `container` with `process`'s streams, not started yet.
+    fn new(container: String, process: &ProcessConfig, pid: i32, master: Option<OwnedFd>, config: Option<ContainerConfig>) -> Proc {
+        Proc {
+            container,
+            pid,
+            exit: None,
+            exited_at: None,
+            event_sent: false,
+            restarts: 0,
+            stdin: process.stdin,
+            stdout: process.stdout,
+            stderr: process.stderr,
+            master,
+            config,
+            mnt_ns: None,
+            stopping: false,
+            restart_at: None,
+        }
+    }
+
+    /// Its output streams (stderr is absent with a terminal).
+    fn outputs(&self) -> impl Iterator<Item = u32> {
+        [Some(self.stdout), self.stderr].into_iter().flatten()
+    }
+
+    /// Records the exit of `pid` if it is still this process's; says whether it was.
+    fn exited(&mut self, pid: i32, status: ExitStatus) -> bool {
+        if self.pid != pid {
+            return false;
+        }
+        self.exit = Some(status);
+        self.exited_at = Some(Instant::now());
+        self.master = None;
+        true
+    }
+}
+
+/// The process side of `p`'s outputs is done: once what is buffered is sent, they close.
+fn end_outputs(outs: &mut BTreeMap<u32, Out>, p: &Proc) {
+    for s in p.outputs() {
+        if let Some(o) = outs.get_mut(&s) {
+            o.eof = true;
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Owner {
     Container(String),
@@ -415,7 +462,7 @@ impl Agent {
                 if p.restart_at.is_some() {
                     continue;
                 }
-                let drained = [Some(p.stdout), p.stderr].into_iter().flatten().all(|s| {
+                let drained = p.outputs().all(|s| {
                     self.outs.get(&s).is_none_or(|o| o.fd.is_none() && o.all_sent())
                 });
                 if drained || now >= at + EXIT_GRACE {
@@ -438,11 +485,7 @@ impl Agent {
                 Some(Owner::Container(id)) => self.container_exited(&id, pid, status),
                 Some(Owner::Exec(id)) => {
                     if let Some(p) = self.execs.get_mut(&id) {
-                        if p.pid == pid {
-                            p.exit = Some(status);
-                            p.exited_at = Some(Instant::now());
-                            p.master = None;
-                        }
+                        p.exited(pid, status);
                     }
                 }
                 Some(Owner::PodInit) => {
@@ -456,12 +499,9 @@ impl Agent {
 
     fn container_exited(&mut self, id: &str, pid: i32, status: ExitStatus) {
         let Some(p) = self.containers.get_mut(id) else { return };
-        if p.pid != pid {
+        if !p.exited(pid, status) {
             return;
         }
-        p.exit = Some(status);
-        p.exited_at = Some(Instant::now());
-        p.master = None;
         let policy = p.config.as_ref().map(|c| c.restart).unwrap_or_default();
         let again = !p.stopping
             && !self.shutdown
@@ -473,11 +513,7 @@ impl Agent {
             p.restart_at = Some(at);
             self.timers.push((at, Timer::Restart(id.to_string())));
         } else {
-            for s in [Some(p.stdout), p.stderr].into_iter().flatten() {
-                if let Some(o) = self.outs.get_mut(&s) {
-                    o.eof = true;
-                }
-            }
+            end_outputs(&mut self.outs, p);
         }
     }
 
@@ -519,11 +555,7 @@ impl Agent {
                 eprintln!("hyperstart: restarting container {id} failed: {}", e.message);
                 if let Some(p) = self.containers.get_mut(id) {
                     p.restarts = restarts;
-                    for s in [Some(p.stdout), p.stderr].into_iter().flatten() {
-                        if let Some(o) = self.outs.get_mut(&s) {
-                            o.eof = true;
-                        }
-                    }
+                    end_outputs(&mut self.outs, p);
                 }
             }
         }
@@ -582,11 +614,7 @@ impl Agent {
                 p.stopping = true;
                 if p.restart_at.take().is_some() {
                     // Waiting to restart: it simply stays stopped.
-                    for s in [Some(p.stdout), p.stderr].into_iter().flatten() {
-                        if let Some(o) = self.outs.get_mut(&s) {
-                            o.eof = true;
-                        }
-                    }
+                    end_outputs(&mut self.outs, p);
                     return Ok(Reply::Done);
                 }
                 if p.exit.is_none() {
@@ -596,12 +624,8 @@ impl Agent {
                 Ok(Reply::Done)
             }
             Request::RemoveContainer { id } => {
-                if !self.containers.contains_key(&id) {
-                    return Err(err(K::NotFound, format!("no container {id}")));
-                }
-                if let Some(p) = self.containers.get_mut(&id) {
-                    p.stopping = true;
-                }
+                let p = self.containers.get_mut(&id).ok_or_else(|| err(K::NotFound, format!("no container {id}")))?;
+                p.stopping = true;
                 self.kill_container_processes(&id, libc::SIGKILL);
                 let p = self.containers.remove(&id).expect("checked");
                 self.drop_streams(&p);
@@ -675,7 +699,7 @@ impl Agent {
     }
 
     fn drop_streams(&mut self, p: &Proc) {
-        for s in [Some(p.stdout), p.stderr].into_iter().flatten() {
+        for s in p.outputs() {
             self.outs.remove(&s);
         }
         if let Some(s) = p.stdin {
@@ -745,16 +769,16 @@ impl Agent {
         for fd in [&out_fd, &err_fd, &in_fd].into_iter().flatten() {
             let _ = sys::set_nonblocking(fd.as_raw_fd(), true);
         }
-        let out = self.outs.entry(p.stdout).or_insert_with(|| Out::new(None));
+        let out = self.outs.entry(p.stdout).or_default();
         out.fd = out_fd;
         out.eof = false;
         if let Some(s) = p.stderr {
-            let o = self.outs.entry(s).or_insert_with(|| Out::new(None));
+            let o = self.outs.entry(s).or_default();
             o.fd = err_fd;
             o.eof = false;
         }
         if let Some(s) = p.stdin {
-            let i = self.ins.entry(s).or_insert_with(|| In::new(None));
+            let i = self.ins.entry(s).or_default();
             i.fd = in_fd;
         }
         Ok(())
@@ -767,26 +791,7 @@ impl Agent {
         if self.containers.contains_key(&c.id) {
             return Err(err(K::Conflict, format!("container {} exists", c.id)));
         }
-        let p = &c.process;
-        self.containers.insert(
-            c.id.clone(),
-            Proc {
-                container: c.id.clone(),
-                pid: 0,
-                exit: None,
-                exited_at: None,
-                event_sent: false,
-                restarts: 0,
-                stdin: p.stdin,
-                stdout: p.stdout,
-                stderr: p.stderr,
-                master: None,
-                config: Some(c.clone()),
-                mnt_ns: None,
-                stopping: false,
-                restart_at: None,
-            },
-        );
+        self.containers.insert(c.id.clone(), Proc::new(c.id.clone(), &c.process, 0, None, Some(c.clone())));
         match self.start_container_process(&c) {
             Ok(pid) => Ok(pid),
             Err(e) => {
@@ -839,25 +844,7 @@ impl Agent {
         let (pid, master) = spawn::container_init(&init, child).map_err(|e| err(K::Failed, e))?;
         self.owners.insert(pid, Owner::Exec(id.clone()));
         self.new_streams(&process, master.as_ref(), pipes)?;
-        self.execs.insert(
-            id,
-            Proc {
-                container,
-                pid,
-                exit: None,
-                exited_at: None,
-                event_sent: false,
-                restarts: 0,
-                stdin: process.stdin,
-                stdout: process.stdout,
-                stderr: process.stderr,
-                master,
-                config: None,
-                mnt_ns: None,
-                stopping: false,
-                restart_at: None,
-            },
-        );
+        self.execs.insert(id, Proc::new(container, &process, pid, master, None));
         Ok(pid)
     }
 }

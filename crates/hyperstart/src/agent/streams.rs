@@ -31,33 +31,20 @@ pub struct Out {
 }
 
 impl Out {
-    pub fn new(fd: Option<OwnedFd>) -> Out {
-        Out { fd, ..Out::default() }
-    }
-
     pub fn wants_read(&self) -> bool {
         self.fd.is_some() && self.buf.len() < OUT_BUFFER
     }
 
-    /// Reads what the process wrote. Returns false when the process side closed (EOF, or EIO from a pty).
-    pub fn read_some(&mut self) -> bool {
-        let Some(fd) = &self.fd else { return false };
+    /// Reads what the process wrote; the process side is dropped once it closed (EOF, or EIO from a pty).
+    pub fn read_some(&mut self) {
+        let Some(fd) = &self.fd else { return };
         let mut tmp = [0u8; CHUNK];
         let room = (OUT_BUFFER - self.buf.len().min(OUT_BUFFER)).clamp(1, CHUNK);
         match sys::read(fd.as_raw_fd(), &mut tmp[..room]) {
-            Ok(0) => {
-                self.fd = None;
-                false
-            }
-            Ok(n) => {
-                self.buf.extend(&tmp[..n]);
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => true,
-            Err(_) => {
-                self.fd = None;
-                false
-            }
+            Ok(0) => self.fd = None,
+            Ok(n) => self.buf.extend(&tmp[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => self.fd = None,
         }
     }
 
@@ -117,10 +104,6 @@ pub struct In {
 }
 
 impl In {
-    pub fn new(fd: Option<OwnedFd>) -> In {
-        In { fd, ..In::default() }
-    }
-
     /// Takes data at `offset`; duplicates (after a resend) are skipped.
     pub fn receive(&mut self, offset: u64, data: &[u8]) {
         let end = offset + data.len() as u64;
@@ -170,7 +153,7 @@ mod tests {
 
     #[test]
     fn window_ack_and_rewind() {
-        let mut o = Out::new(None);
+        let mut o = Out::default();
         o.buf.extend(vec![7u8; (WINDOW as usize) + 10]);
         let mut sent = 0;
         while let Some((off, d)) = o.next_chunk() {
@@ -187,7 +170,7 @@ mod tests {
 
     #[test]
     fn input_skips_duplicates() {
-        let mut i = In::new(None);
+        let mut i = In::default();
         i.receive(0, b"hello");
         i.receive(0, b"hello world");
         i.receive(20, b"gap");

@@ -31,7 +31,6 @@ fn touch(p: &Path) -> R<()> {
     if let Some(d) = p.parent() {
         mkdir_p(d)?;
     }
-
     ctx(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(p).map(|_| ()), || {
         format!("creating {}", p.display())
     })
@@ -183,12 +182,14 @@ fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<
         binds.push(Bind { fd, is_dir, dest: PathBuf::from(&m.destination), read_only: m.read_only });
     }
     for (file, dest) in [("hosts", "/etc/hosts"), ("hostname", "/etc/hostname"), ("resolv.conf", "/etc/resolv.conf")] {
-        let (fd, is_dir) = open_path(&format!("{pod_dir}/{file}"))?;
         // A volume mounted over /etc wins over the pod's files.
-        if !c.mounts.iter().any(|m| m.destination.trim_end_matches('/') == "/etc" || m.destination == dest) {
-            binds.insert(0, Bind { fd, is_dir, dest: PathBuf::from(dest), read_only: false });
+        if c.mounts.iter().any(|m| m.destination.trim_end_matches('/') == "/etc" || m.destination == dest) {
+            continue;
         }
+        let (fd, is_dir) = open_path(&format!("{pod_dir}/{file}"))?;
+        binds.insert(0, Bind { fd, is_dir, dest: PathBuf::from(dest), read_only: false });
     }
+
     let (shm_fd, _) = open_path(shm)?;
 
     ctx(std::env::set_current_dir(rootp), || format!("entering {root}"))?;
@@ -234,11 +235,14 @@ pub fn exec(target_pid: i32, p: &ProcessConfig, hostname: &str, sock: &mut UnixS
     }
 }
 
+/// `$PATH` when the image and the podfile give none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 fn find_executable(prog: &str, env: &[String]) -> R<String> {
     if prog.contains('/') {
         return Ok(prog.to_string());
     }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let cand = Path::new(dir).join(prog);
         if let Ok(m) = std::fs::metadata(&cand) {
@@ -255,7 +259,7 @@ fn environment(p: &ProcessConfig, id: &users::Identity, hostname: &str) -> Vec<S
     let mut env = p.env.clone();
     let has = |env: &[String], k: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(n, _)| n == k));
     for (k, v) in [
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("PATH", DEFAULT_PATH.to_string()),
         ("HOSTNAME", hostname.to_string()),
         ("HOME", if id.home.is_empty() { "/".into() } else { id.home.clone() }),
     ] {
@@ -312,9 +316,9 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
         Ok(v) => v,
         Err(e) => return e,
     };
-    let reply = serde_json::to_vec(&InitReply::Ready).expect("serialisable");
-    let mut framed = (reply.len() as u32).to_be_bytes().to_vec();
-    framed.extend_from_slice(&reply);
+    // Framed here and sent in one message, so the pty master can ride along.
+    let mut framed = Vec::new();
+    super::write_msg(&mut framed, &InitReply::Ready).expect("writing to memory");
     if let Err(e) = sys::send_with_fd(sock.as_raw_fd(), &framed, master.as_ref().map(|m| m.as_raw_fd())) {
         return format!("reporting readiness: {e}");
     }

@@ -8,7 +8,6 @@ pub struct Identity {
     pub gid: u32,
     pub groups: Vec<u32>,
     pub home: String,
-    pub name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -60,10 +59,15 @@ fn groups(root: &Path) -> Vec<GroupEntry> {
 
 /// Resolves a group name or number.
 pub fn resolve_group(root: &Path, g: &str) -> Result<u32, String> {
+    gid_in(&groups(root), g)
+}
+
+/// A group name or number, looked up in /etc/group entries already read.
+fn gid_in(all: &[GroupEntry], g: &str) -> Result<u32, String> {
     if let Ok(n) = g.parse::<u32>() {
         return Ok(n);
     }
-    groups(root).into_iter().find(|e| e.name == g).map(|e| e.gid).ok_or_else(|| format!("no group {g:?} in the container's /etc/group"))
+    all.iter().find(|e| e.name == g).map(|e| e.gid).ok_or_else(|| format!("no group {g:?} in the container's /etc/group"))
 }
 
 /// Resolves a user name or number.
@@ -94,15 +98,17 @@ pub fn resolve(root: &Path, user: &str, group: &str, additional: &[String]) -> R
     }
     .ok_or_else(|| format!("no user {user:?} in the container's /etc/passwd"))?;
     let group = if !group.is_empty() { group } else { inline_group };
-    let gid = if group.is_empty() { entry.gid } else { resolve_group(root, group)? };
+    // One read of /etc/group (in a VM every read is a round trip to the host).
     let all = groups(root);
+    let gid = if group.is_empty() { entry.gid } else { gid_in(&all, group)? };
     let mut gids: Vec<u32> = all.iter().filter(|g| g.members.iter().any(|m| *m == entry.name)).map(|g| g.gid).collect();
     for g in additional {
-        gids.push(resolve_group(root, g)?);
+        gids.push(gid_in(&all, g)?);
     }
     gids.sort_unstable();
     gids.dedup();
-    Ok(Identity { uid: entry.uid, gid, groups: gids, home: entry.home, name: entry.name })
+    Ok(Identity { uid: entry.uid, gid, groups: gids, home: entry.home })
+
 }
 
 #[cfg(test)]
