@@ -153,7 +153,7 @@ impl Client {
     }
 }
 
-async fn read_json<T: DeserializeOwned>(resp: http::Response<Incoming>) -> Result<T, ClientError> {
+pub async fn read_json<T: DeserializeOwned>(resp: http::Response<Incoming>) -> Result<T, ClientError> {
     let body = resp.into_body().collect().await?.to_bytes();
     serde_json::from_slice(&body).map_err(|e| ClientError::Malformed(format!("{e}")))
 }

@@ -77,7 +77,6 @@ pub struct AttachHandle {
     pub output: mpsc::Receiver<Chunk>,
     pub exit: oneshot::Receiver<i32>,
     pub input: Option<InputHandle>,
-    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -173,7 +172,7 @@ impl Engine {
             let offset = acked.as_ref().map(|a| *a.borrow()).unwrap_or(0);
             InputHandle { rt: rt.clone(), process: c.id.clone(), stream: Some(s), offset, acked }
         });
-        Ok(AttachHandle { output: orx, exit: erx, input, tty: c.tty })
+        Ok(AttachHandle { output: orx, exit: erx, input })
     }
 
     /// Attaches to a running container: its output from now on, its exit code, its input if it has one.
@@ -200,7 +199,7 @@ impl Engine {
             let acked = rt.lock().inputs.get(&s).map(|w| w.subscribe());
             InputHandle { rt: rt.clone(), process: c.id.clone(), stream: Some(s), offset: 0, acked }
         });
-        Ok(AttachHandle { output: orx, exit: erx, input, tty: c.tty })
+        Ok(AttachHandle { output: orx, exit: erx, input })
     }
 
     /// A container's log: what is recorded, then (with `follow`) what comes while the container runs.
@@ -209,7 +208,7 @@ impl Engine {
         let c = pick(&rec, opts.container.as_deref())?.clone();
         let path = self.log_path(&rec.id, &c.name);
         let (tx, rx) = mpsc::channel(64);
-        let me = self.arc_for_io();
+        let me = self.arc();
         let pod_id = rec.id.clone();
         tokio::spawn(async move {
             let Ok((mut records, mut pos)) = logs::read_from(&path, 0) else { return };
@@ -270,9 +269,5 @@ impl Engine {
             }
         });
         Ok(rx)
-    }
-
-    fn arc_for_io(&self) -> Arc<Engine> {
-        self.me.upgrade().expect("the engine outlives its operations")
     }
 }

@@ -133,8 +133,9 @@ impl Engine {
         &self.driver
     }
 
-    pub fn images(&self) -> &Arc<ImageStore> {
-        &self.images
+    /// The engine as an `Arc`, for tasks that outlive the call that spawns them.
+    pub(crate) fn arc(&self) -> Arc<Engine> {
+        self.me.upgrade().expect("the engine outlives its operations")
     }
 
     fn lock_for(&self, pod_id: &str) -> Arc<tokio::sync::Mutex<()>> {

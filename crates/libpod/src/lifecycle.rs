@@ -28,7 +28,6 @@ pub(crate) struct Preattach {
     pub exit: tokio::sync::oneshot::Sender<i32>,
 }
 
-/// Adds the last lines the sandbox's agent (or guest console) printed to an error: the clue is usually there.
 /// Adds the last lines of the sandbox's logs (the hypervisor's own, then the guest console) to a start error.
 fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
     let mut parts = Vec::new();
@@ -97,10 +96,6 @@ fn pod_setup(rec: &PodRecord, sb: &SandboxState) -> PodSetup {
 }
 
 impl Engine {
-    fn arc(&self) -> Arc<Engine> {
-        self.me.upgrade().expect("the engine outlives its operations")
-    }
-
     /// Starts a Created (or Failed) pod: a new sandbox, then its containers.
     pub async fn start(&self, key: &str) -> Result<PodRecord, PodError> {
         self.start_with(key, None).await
@@ -189,11 +184,8 @@ impl Engine {
         }
         rec.sandbox = Some(state.clone());
         let connected = async {
-            {
-                // A store that refuses the record fails the start, and the sandbox goes (below).
-                let _g = self.records.lock().await;
-                self.store.put(&[rec])?;
-            }
+            // A store that refuses the record fails the start, and the sandbox goes (below).
+            self.save(&[rec]).await?;
 
             // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
             // not when the agent timeout expires.
@@ -219,8 +211,7 @@ impl Engine {
                 let e = with_log_tail(e, &state);
                 self.destroy_sandbox(&state).await;
                 rec.sandbox = None;
-                let _g = self.records.lock().await;
-                self.store.put(&[rec])?;
+                self.save(&[rec]).await?;
                 Err(e)
             }
         }
@@ -243,7 +234,7 @@ impl Engine {
             let mut mounts = Vec::new();
             for (vol, path, ro) in &c.volumes {
                 let v = rec.volumes.iter().find(|v| &v.name == vol).ok_or_else(|| PodError::Internal(format!("volume {vol} vanished")))?;
-                let source = self.driver.share_dir(&rt.sandbox, &format!("{}-{vol}", rec.id), std::path::Path::new(&v.host_path))?;
+                let source = self.driver.share_dir(&rt.sandbox, &share_name(&rec.id, vol), std::path::Path::new(&v.host_path))?;
                 mounts.push(Mount { source, destination: path.clone(), read_only: *ro });
             }
             let log = LogWriter::open(&self.log_path(&rec.id, &c.name)).map_err(|e| PodError::Internal(format!("opening the log of {}: {e}", c.name)))?;
@@ -315,15 +306,22 @@ impl Engine {
 
     /// Stops every running container of the pod: its stop signal, then SIGKILL after `grace`. Waits for the exits.
     async fn stop_containers(&self, rec: &PodRecord, rt: &Arc<Runtime>, grace: Duration) {
-        let mut waits = Vec::new();
-        for c in &rec.containers {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if let Some(crt) = rt.lock().containers.get_mut(&c.id) {
-                crt.exit_waiters.push(tx);
-            } else {
-                continue;
+        // Exit waiters first, then the statuses: an exit in between is then seen by one or the other.
+        let mut pending = Vec::new();
+        {
+            let mut inner = rt.lock();
+            for c in &rec.containers {
+                if let Some(crt) = inner.containers.get_mut(&c.id) {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    crt.exit_waiters.push(tx);
+                    pending.push((c, rx));
+                }
             }
-            let running = self.store.get(&rec.id).ok().flatten().and_then(|r| r.containers.iter().find(|x| x.id == c.id).map(|x| x.status.state == "running")).unwrap_or(false);
+        }
+        let latest = self.store.get(&rec.id).ok().flatten();
+        let mut waits = Vec::new();
+        for (c, rx) in pending {
+            let running = latest.as_ref().and_then(|r| r.containers.iter().find(|x| x.id == c.id)).is_some_and(|x| x.status.state == "running");
             if !running {
                 continue;
             }
@@ -343,15 +341,25 @@ impl Engine {
     async fn teardown(&self, rec: &mut PodRecord, rt: &Arc<Runtime>) {
         rt.set_closing();
         let _ = rt.agent.call_timeout(Request::Shutdown, Duration::from_secs(5)).await;
-        for c in &rec.containers {
-            let _ = self.driver.detach_rootfs(&rt.sandbox, &c.id);
-        }
-        for v in &rec.volumes {
-            let _ = self.driver.unshare_dir(&rt.sandbox, &format!("{}-{}", rec.id, v.name));
-        }
+        self.detach_storage(rec, &rt.sandbox);
         self.destroy_sandbox(&rt.sandbox).await;
         self.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
         rec.sandbox = None;
+        self.mark_exited(rec);
+    }
+
+    /// Takes the pod's root filesystems and volumes out of its sandbox.
+    fn detach_storage(&self, rec: &PodRecord, sb: &SandboxState) {
+        for c in &rec.containers {
+            let _ = self.driver.detach_rootfs(sb, &c.id);
+        }
+        for v in &rec.volumes {
+            let _ = self.driver.unshare_dir(sb, &share_name(&rec.id, &v.name));
+        }
+    }
+
+    /// Takes the containers' latest statuses (exits the pump recorded) and marks those still running exited.
+    fn mark_exited(&self, rec: &mut PodRecord) {
         if let Ok(Some(latest)) = self.store.get(&rec.id) {
             for (c, l) in rec.containers.iter_mut().zip(latest.containers) {
                 if l.id == c.id {
@@ -429,8 +437,7 @@ impl Engine {
             }
         }
         rec.state = PodState::Created;
-        let _g = self.records.lock().await;
-        self.store.put(&[&rec])?;
+        self.save(&[&rec]).await?;
         log::info!("stopped pod {} ({})", rec.id, rec.name);
         Ok(rec)
     }
@@ -440,14 +447,13 @@ impl Engine {
         let id = self.store.resolve(key)?.id;
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
-        let rec = self.store.resolve(&id)?;
+        let mut rec = self.store.resolve(&id)?;
         if rec.state == PodState::Running {
             if !force {
                 return Err(PodError::Conflict(format!("pod {} is running: stop it first, or remove it with --force", rec.name)));
             }
-            self.stop_locked(&id, Duration::from_secs(0)).await?;
+            rec = self.stop_locked(&id, Duration::from_secs(0)).await?;
         }
-        let rec = self.store.resolve(&id)?;
         if let Some(sb) = &rec.sandbox {
             self.destroy_sandbox(sb).await;
         }
@@ -500,23 +506,9 @@ impl Engine {
 
         self.stop_containers(&old, &rt, Duration::from_secs(10)).await;
         rt.agent.call(Request::ResetPod).await.map_err(|e| agent_err("resetting the sandbox", e))?;
-        for c in &old.containers {
-            let _ = self.driver.detach_rootfs(&rt.sandbox, &c.id);
-        }
-        for v in &old.volumes {
-            let _ = self.driver.unshare_dir(&rt.sandbox, &format!("{}-{}", old.id, v.name));
-        }
+        self.detach_storage(&old, &rt.sandbox);
         // Hand the sandbox over.
-        if let Ok(Some(latest)) = self.store.get(&old.id) {
-            old.containers = latest.containers;
-        }
-        for c in &mut old.containers {
-            if c.status.state == "running" {
-                c.status.state = "exited".into();
-                c.status.pid = None;
-                c.status.finished = Some(now());
-            }
-        }
+        self.mark_exited(&mut old);
         old.state = PodState::Created;
         old.sandbox = None;
         new.sandbox = Some(rt.sandbox.clone());
@@ -526,10 +518,7 @@ impl Engine {
             running.remove(&old.id);
             running.insert(new.id.clone(), rt.clone());
         }
-        {
-            let _g = self.records.lock().await;
-            self.store.put(&[&old, &new])?;
-        }
+        self.save(&[&old, &new]).await?;
         let started = async {
             rt.agent.call(Request::SetupPod(pod_setup(&new, &rt.sandbox))).await.map_err(|e| agent_err("setting up the pod", e))?;
             self.apply_ports(&new, &rt.sandbox)?;
@@ -640,8 +629,7 @@ impl Engine {
         } else {
             format!("the sandbox ({} {}) died: {reason}", rt.sandbox.driver, rt.sandbox.pid)
         });
-        let _g = self.records.lock().await;
-        let _ = self.store.put(&[&rec]);
+        let _ = self.save(&[&rec]).await;
         log::warn!("pod {pod_id} failed: {}", rec.failure.as_deref().unwrap_or(""));
     }
 
@@ -798,20 +786,23 @@ impl Engine {
             }
             ports.push(a);
         }
+        // `rec` is this call's copy: on an error below nothing is saved.
+        rec.ports = ports;
         if rec.state == PodState::Running {
-            if let Some(sb) = rec.sandbox.clone() {
-                let mut next = rec.clone();
-                next.ports = ports.clone();
-                self.apply_ports(&next, &sb)?;
+            if let Some(sb) = &rec.sandbox {
+                self.apply_ports(&rec, sb)?;
             }
         }
-        rec.ports = ports.clone();
-        let _g = self.records.lock().await;
-        self.store.put(&[&rec])?;
-        Ok(ports)
+        self.save(&[&rec]).await?;
+        Ok(rec.ports)
     }
 }
 
 fn ranges_overlap(a: (u16, u16), b: (u16, u16)) -> bool {
     a.0 <= b.1 && b.0 <= a.1
+}
+
+/// The name under which a pod's volume is shared into its sandbox.
+fn share_name(pod: &str, volume: &str) -> String {
+    format!("{pod}-{volume}")
 }

@@ -81,11 +81,23 @@ impl LogWriter {
             rest = &rest[adv..];
         }
         self.file.write_all(&out)?;
-        match src {
-            Source::Stdout => self.stdout += data.len() as u64,
-            Source::Stderr => self.stderr += data.len() as u64,
-        }
+        *self.len_mut(src) += data.len() as u64;
         Ok(())
+    }
+
+    /// Bytes of `src` in the log.
+    pub fn len(&self, src: Source) -> u64 {
+        match src {
+            Source::Stdout => self.stdout,
+            Source::Stderr => self.stderr,
+        }
+    }
+
+    fn len_mut(&mut self, src: Source) -> &mut u64 {
+        match src {
+            Source::Stdout => &mut self.stdout,
+            Source::Stderr => &mut self.stderr,
+        }
     }
 }
 

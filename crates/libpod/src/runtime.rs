@@ -110,6 +110,7 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
     while let Some(msg) = rx.recv().await {
         match msg {
             Inbound::Data { stream, offset, data } => {
+                let end = offset + data.len() as u64;
                 let route = rt.lock().routes.get(&stream).cloned().unwrap_or(Route::Discard);
                 match route {
                     Route::Log { container, source, base } => {
@@ -118,20 +119,15 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                             match inner.containers.get(&container) {
                                 Some(c) => (c.log.clone(), c.subscribers.clone()),
                                 None => {
-                                    rt.agent.send_ack(stream, offset + data.len() as u64);
+                                    rt.agent.send_ack(stream, end);
                                     continue;
                                 }
                             }
                         };
                         let mut log = log.lock().await;
                         // The log holds every run of the container; this run's stream starts at `base`.
-                        let have = match source {
-                            Source::Stdout => log.stdout,
-                            Source::Stderr => log.stderr,
-                        }
-                        .saturating_sub(base);
+                        let have = log.len(source).saturating_sub(base);
                         // Resent after a reconnection: keep only what the log lacks.
-                        let end = offset + data.len() as u64;
                         if end <= have {
                             rt.agent.send_ack(stream, have);
                             continue;
@@ -140,24 +136,21 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                         if let Err(e) = log.write(source, fresh) {
                             log::error!("pod {}: writing log {}: {e}", rt.pod_id(), log.path().display());
                         }
-                        let new_have = match source {
-                            Source::Stdout => log.stdout,
-                            Source::Stderr => log.stderr,
-                        }
-                        .saturating_sub(base);
+                        let new_have = log.len(source).saturating_sub(base);
                         drop(log);
                         rt.agent.send_ack(stream, new_have);
+                        if subs.is_empty() {
+                            continue; // nobody attached: the usual case
+                        }
                         let chunk = match source {
                             Source::Stdout => Chunk::Stdout(Bytes::copy_from_slice(fresh)),
                             Source::Stderr => Chunk::Stderr(Bytes::copy_from_slice(fresh)),
                         };
-                        let mut gone = Vec::new();
-                        for (i, s) in subs.iter().enumerate() {
-                            if s.send(chunk.clone()).await.is_err() {
-                                gone.push(i);
-                            }
+                        let mut gone = false;
+                        for s in &subs {
+                            gone |= s.send(chunk.clone()).await.is_err();
                         }
-                        if !gone.is_empty() {
+                        if gone {
                             if let Some(c) = rt.lock().containers.get_mut(&container) {
                                 c.subscribers.retain(|s| !s.is_closed());
                             }
@@ -166,16 +159,16 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                     Route::Exec { exec, stderr } => {
                         let out = rt.lock().execs.get(&exec).and_then(|e| e.output.clone());
                         if let Some(out) = out {
-                            let chunk = if stderr { Chunk::Stderr(Bytes::from(data.clone())) } else { Chunk::Stdout(Bytes::from(data.clone())) };
+                            let chunk = if stderr { Chunk::Stderr(Bytes::from(data)) } else { Chunk::Stdout(Bytes::from(data)) };
                             if out.send(chunk).await.is_err() {
                                 if let Some(e) = rt.lock().execs.get_mut(&exec) {
                                     e.output = None;
                                 }
                             }
                         }
-                        rt.agent.send_ack(stream, offset + data.len() as u64);
+                        rt.agent.send_ack(stream, end);
                     }
-                    Route::Discard => rt.agent.send_ack(stream, offset + data.len() as u64),
+                    Route::Discard => rt.agent.send_ack(stream, end),
                 }
             }
             Inbound::Close { stream, offset } => {

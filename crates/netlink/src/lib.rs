@@ -23,7 +23,6 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
-const IFLA_NET_NS_PID: u16 = 19;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -176,18 +175,14 @@ impl Netlink {
         self.call(m)
     }
 
-    /// Creates a veth pair; the peer goes straight into the network namespace of `peer_pid` (or of the
-    /// namespace file `peer_ns_fd`) when given.
-    pub fn create_veth(&mut self, name: &str, peer: &str, peer_mac: Option<[u8; 6]>, peer_pid: Option<i32>, peer_ns_fd: Option<i32>) -> io::Result<()> {
+    /// Creates a veth pair; the peer goes straight into the network namespace of the namespace file
+    /// `peer_ns_fd` when given.
+    pub fn create_veth(&mut self, name: &str, peer: &str, peer_mac: Option<[u8; 6]>, peer_ns_fd: Option<i32>) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfo(0, 0, 0));
         m.str(IFLA_IFNAME, name).begin(IFLA_LINKINFO).str(IFLA_INFO_KIND, "veth").begin(IFLA_INFO_DATA).begin(VETH_INFO_PEER);
         m.raw(&ifinfo(0, 0, 0)).str(IFLA_IFNAME, peer);
         if let Some(mac) = peer_mac {
             m.attr(IFLA_ADDRESS, &mac);
-        }
-
-        if let Some(p) = peer_pid {
-            m.u32(IFLA_NET_NS_PID, p as u32);
         }
         if let Some(fd) = peer_ns_fd {
             m.u32(IFLA_NET_NS_FD, fd as u32);
@@ -218,12 +213,6 @@ impl Netlink {
     pub fn set_name(&mut self, index: u32, name: &str) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(index, 0, 0));
         m.str(IFLA_IFNAME, name);
-        self.call(m)
-    }
-
-    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
-        let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(index, 0, 0));
-        m.attr(IFLA_ADDRESS, &mac);
         self.call(m)
     }
 

@@ -88,10 +88,6 @@ impl Subnet {
     fn last(&self) -> u32 {
         u32::from(self.addr) + (1u32 << (32 - self.prefix)) - 2
     }
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - self.prefix);
-        u32::from(ip) & mask == u32::from(self.addr)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -180,10 +176,6 @@ impl Network {
         Ok(Network { cfg, db, lock: Arc::new(std::sync::Mutex::new(())) })
     }
 
-    pub fn config(&self) -> &NetworkConfig {
-        &self.cfg
-    }
-
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.cfg.subnet.first())
     }
@@ -264,8 +256,11 @@ impl Network {
     /// owners map, or that something on the host listens on.
     pub fn set_ports(&self, owner: &str, address: Ipv4Addr, maps: &[PortMapping]) -> Result<(), NetworkError> {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let others = self.all_ports()?.into_iter().filter(|(o, _)| o != owner).collect::<BTreeMap<_, _>>();
-        let mine = self.ports_of(owner)?;
+        // One read of the table: this owner's mappings and everyone else's.
+        let (mine, others): (Vec<_>, BTreeMap<_, _>) = {
+            let (mine, others): (Vec<_>, Vec<_>) = self.all_ports()?.into_iter().partition(|(o, _)| o == owner);
+            (mine.into_iter().next().map(|(_, m)| m).unwrap_or_default(), others.into_iter().collect())
+        };
         for m in maps {
             for p in m.host_port..=m.host_port_end {
                 for (o, theirs) in &others {

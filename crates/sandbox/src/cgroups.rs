@@ -23,7 +23,7 @@ pub struct Cgroup {
     pub v2: bool,
 }
 
-fn is_v2() -> bool {
+pub(crate) fn is_v2() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
 }
 

@@ -149,21 +149,53 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError>;
 }
 
-/// The start time of a process (ticks since boot), from /proc/PID/stat.
-pub fn process_start_time(pid: i32) -> Option<u64> {
+/// A process's state letter and start time (ticks since boot), from one read of /proc/PID/stat.
+fn stat(pid: i32) -> Option<(String, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut f = s[s.rfind(')')? + 2..].split_whitespace();
+    let state = f.next()?.to_string();
+    Some((state, f.nth(18)?.parse().ok()?))
+}
+
+/// The start time of a process (ticks since boot).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|(_, t)| t)
 }
 
 /// Whether `pid` is still the process that started at `start_time` (and not a zombie).
 pub fn process_alive(pid: i32, start_time: u64) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(close) = s.rfind(')') else { return false };
-    let mut f = s[close + 2..].split_whitespace();
-    let state = f.next().unwrap_or("");
-    state != "Z" && state != "X" && process_start_time(pid) == Some(start_time)
+    matches!(stat(pid), Some((state, t)) if state != "Z" && state != "X" && t == start_time)
+}
+
+/// Unix socket paths are limited to 107 bytes.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The agent socket of a sandbox in `dir`, refused when too long to bind.
+pub(crate) fn agent_socket(dir: &Path) -> Result<PathBuf, SandboxError> {
+    let socket = dir.join("agent.sock");
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(SandboxError::Setup(format!(
+            "the agent socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --root",
+            socket.display()
+        )));
+    }
+    Ok(socket)
+}
+
+/// Takes charge of a sandbox's host process: its pid and start time; a thread reaps it while this daemon lives
+/// (it outlives the daemon if it must).
+pub(crate) fn adopt(mut child: std::process::Child, sandbox: &str) -> Result<(i32, u64), SandboxError> {
+    let pid = child.id() as i32;
+    let start_time = process_start_time(pid).unwrap_or(0);
+    std::thread::Builder::new()
+        .name(format!("reap-{sandbox}"))
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let _ = child.wait();
+        })
+        .map_err(io_err("starting a reaper thread"))?;
+    Ok((pid, start_time))
 }
 
 pub fn now_rfc3339() -> String {

@@ -12,10 +12,7 @@ use std::time::Duration;
 use agent_proto::Rootfs;
 
 use crate::cgroups::{Cgroup, Limits};
-use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, process_start_time};
-
-/// Unix socket paths are limited to 107 bytes.
-const MAX_SOCKET_PATH: usize = 107;
+use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive};
 
 #[derive(Debug)]
 pub struct NsDriver {
@@ -29,40 +26,29 @@ impl NsDriver {
     }
 }
 
-fn cgroup_name(id: &str) -> String {
-    id.to_string()
-}
-
 impl Driver for NsDriver {
     fn name(&self) -> &'static str {
         "ns"
     }
 
     fn info(&self) -> Vec<(String, String)> {
-        let cg = Cgroup::named("x");
         vec![
             ("Agent".into(), self.agent.display().to_string()),
             ("Isolation".into(), "host namespaces (pid, ipc, uts, net, mount), seccomp, capabilities".into()),
-            ("Cgroups".into(), if cg.v2 { "v2".into() } else { "v1".into() }),
+            ("Cgroups".into(), if crate::cgroups::is_v2() { "v2".into() } else { "v1".into() }),
         ]
     }
 
     fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError> {
+        let socket = crate::agent_socket(&cfg.dir)?;
         // The pod's network namespace is made on another core while the directories and the cgroup are.
         let netns = new_netns()?;
         std::fs::create_dir_all(&cfg.dir).map_err(io_err(format!("creating {}", cfg.dir.display())))?;
-        let socket = cfg.dir.join("agent.sock");
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(SandboxError::Setup(format!(
-                "the agent socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --root",
-                socket.display()
-            )));
-        }
         let _ = std::fs::remove_file(&socket);
         let t = std::time::Instant::now();
         let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
         let limits = Limits { memory_bytes: u64::from(cfg.memory_mb) << 20, vcpu: cfg.vcpu, pids: 32768 };
-        let cgroup = Cgroup::create(&cgroup_name(&cfg.id), limits)?;
+        let cgroup = Cgroup::create(&cfg.id, limits)?;
         let t_cg = t.elapsed();
         // The veth pair is built on another core while the agent is forked and exec'd into the namespace:
         // both are on the critical path of every pod start.
@@ -74,7 +60,7 @@ impl Driver for NsDriver {
                         // The veth's far end goes straight into the pod's network namespace, as eth0.
                         let mac = netlink::parse_mac(&nic.mac).ok_or_else(|| SandboxError::Setup(format!("invalid MAC {}", nic.mac)))?;
                         let mut nl = netlink::Netlink::open().map_err(io_err("opening netlink"))?;
-                        nl.create_veth(&nic.host_if, "eth0", Some(mac), None, Some(netns)).map_err(io_err(format!("creating veth {}", nic.host_if)))?;
+                        nl.create_veth(&nic.host_if, "eth0", Some(mac), Some(netns)).map_err(io_err(format!("creating veth {}", nic.host_if)))?;
                         crate::plug(nic)?;
                         Ok(t.elapsed().as_micros())
                     })
@@ -159,7 +145,7 @@ impl Driver for NsDriver {
 
     fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError> {
         let mut errors = Vec::new();
-        let cgroup = Cgroup::named(&cgroup_name(&s.id));
+        let cgroup = Cgroup::named(&s.id);
         // Everything the sandbox ran lives in its cgroup: the agent, pod-init, every container process.
         if !cgroup.kill_all(Duration::from_secs(10)) {
             errors.push(format!("processes still alive in {:?}", cgroup.paths));
@@ -257,17 +243,7 @@ impl NsDriver {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(io_err(format!("starting the agent {}", self.agent.display())))?;
-        let pid = child.id() as i32;
-        let start_time = process_start_time(pid).unwrap_or(0);
-        // The agent outlives this daemon if it must; while we live, we reap it.
-        std::thread::Builder::new()
-            .name(format!("reap-{}", cfg.id))
-            .stack_size(64 << 10)
-            .spawn(move || {
-                let _ = child.wait();
-            })
-            .map_err(io_err("starting a reaper thread"))?;
-        Ok((pid, start_time))
+        let child = cmd.spawn().map_err(io_err(format!("starting the agent {}", self.agent.display())))?;
+        crate::adopt(child, &cfg.id)
     }
 }

@@ -224,17 +224,10 @@ pub async fn create(c: &Client, a: CreateArgs) -> CmdResult {
 }
 
 pub async fn start(c: &Client, a: StartArgs) -> CmdResult {
-    let mut failed = false;
-    for p in &a.pods {
-        match c.call::<_, api::PodSummary>(Method::POST, &format!("/pods/start?pod={}", q(p)), &json!({})).await {
-            Ok(s) => println!("{}", s.id),
-            Err(e) => {
-                eprintln!("hyper: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    each(&a.pods, |p| async move {
+        c.call::<_, api::PodSummary>(Method::POST, &format!("/pods/start?pod={}", q(&p)), &json!({})).await.map(|s| s.id)
+    })
+    .await
 }
 
 fn is_podfile(t: &str) -> bool {
@@ -379,10 +372,7 @@ pub async fn stop(c: &Client, a: StopArgs) -> CmdResult {
 pub async fn rm(c: &Client, a: RmArgs) -> CmdResult {
     each(&a.pods, |p| async move {
         let resp = c.send(Method::DELETE, &format!("/pods?pod={}&force={}", q(&p), a.force), client::empty(), "application/json").await?;
-        use http_body_util::BodyExt;
-        let body = resp.into_body().collect().await?.to_bytes();
-        let s: api::PodSummary = serde_json::from_slice(&body).map_err(|e| client::ClientError::Malformed(e.to_string()))?;
-        Ok(s.id)
+        client::read_json::<api::PodSummary>(resp).await.map(|s| s.id)
     })
     .await
 }

@@ -55,7 +55,7 @@ pub async fn start(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     if web::query_bool(&q, "attach") {
         let container = web::query_one(&q, "container");
         let h = d.engine.start_attached(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, tty: h.tty }));
+        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input }));
     }
     let p = d.engine.start(&pod).await.map_err(|e| pod_error(&e))?;
     Ok(web::ok(&summary(&p, d.engine.driver().name())))
@@ -215,7 +215,7 @@ pub async fn attach(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let pod = pod_param(&q)?;
     let container = web::query_one(&q, "container");
     let h: AttachHandle = d.engine.attach(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, tty: h.tty }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input }))
 }
 
 pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
@@ -227,14 +227,13 @@ pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let tty = web::query_bool(&q, "tty");
     let stdin = web::query_bool(&q, "stdin");
     let h = d.engine.exec(&pod, container.as_deref(), cmd, tty, stdin).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input), tty }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input) }))
 }
 
 struct Session {
     output: mpsc::Receiver<Chunk>,
     exit: oneshot::Receiver<i32>,
     input: Option<InputHandle>,
-    tty: bool,
 }
 
 /// Answers 101 and serves the session on the upgraded connection.
@@ -256,7 +255,6 @@ fn upgrade(req: Req, s: Session) -> Resp {
 
 async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static>(io: IO, mut s: Session) {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let _ = s.tty;
     // Client -> process: stdin, resizes, close.
     let input = s.input.take();
     let reader = tokio::spawn(async move {

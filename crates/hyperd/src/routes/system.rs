@@ -21,13 +21,14 @@ pub fn version() -> Version {
 pub async fn info(d: Arc<Daemon>) -> Result<Resp, ApiError> {
     let images = d.images.list().map_err(|e| image_error(&e))?.len();
     let uname = uname();
+    let (pods, pods_running) = d.engine.counts();
     let info = Info {
         version: env!("CARGO_PKG_VERSION").to_string(),
         root: d.config.root.display().to_string(),
         socket: d.config.socket.display().to_string(),
         images,
-        pods: d.engine.counts().0,
-        pods_running: d.engine.counts().1,
+        pods,
+        pods_running,
         driver: d.engine.driver().name().into(),
         driver_status: d.engine.driver().info(),
         insecure_registries: d.config.insecure_registries.clone(),

@@ -25,7 +25,7 @@ use agent_proto::Rootfs;
 
 pub use accel::{Accel, AccelRequest};
 
-use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, process_start_time, sys};
+use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, sys};
 
 use agent_proto::GUEST_SHARE;
 
@@ -33,8 +33,6 @@ use agent_proto::GUEST_SHARE;
 /// interpreter costs ~200 ms per virtio device under emulation; the legacy routing tables QEMU provides work as
 /// well. ACPI tables are still read (they enumerate the vCPUs).
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t quiet loglevel=3 8250.nr_uarts=1 no_timer_check pci=noacpi acpi=noirq";
-
-const MAX_SOCKET_PATH: usize = 107;
 
 #[derive(Debug)]
 pub struct QemuDriver {
@@ -105,6 +103,30 @@ impl QemuDriver {
 
     pub fn accel(&self) -> Accel {
         self.accel
+    }
+
+    /// Makes the share a private mount, plugs the tap and starts QEMU; returns its pid and start time.
+    fn launch(&self, cfg: &SandboxConfig, share: &Path) -> Result<(i32, u64), SandboxError> {
+        // The share directory is a private mount of its own: what the driver mounts in it goes nowhere else.
+        sys::mount(&share.display().to_string(), share, None, libc::MS_BIND, None)
+            .and_then(|_| sys::propagation(share, libc::MS_PRIVATE))
+            .map_err(io_err(format!("making {} a private mount", share.display())))?;
+        if let Some(nic) = &cfg.nic {
+            netlink::create_tap(&nic.host_if).map_err(io_err(format!("creating tap {}", nic.host_if)))?;
+            crate::plug(nic)?;
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(cfg.dir.join("qemu.log")).map_err(io_err("opening qemu.log"))?;
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(self.args(cfg)).stdin(Stdio::null()).stdout(log.try_clone().map_err(io_err("dup log"))?).stderr(log);
+        // SAFETY: setsid in the forked child, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(io_err(format!("starting {}", self.qemu.display())))?;
+        crate::adopt(child, &cfg.id)
     }
 
     /// QEMU's command line for a sandbox.
@@ -195,58 +217,17 @@ impl Driver for QemuDriver {
     }
 
     fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError> {
+        let socket = crate::agent_socket(&cfg.dir)?;
         let share = cfg.dir.join("share");
         std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
-        let socket = cfg.dir.join("agent.sock");
-        if socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(SandboxError::Setup(format!("the agent socket path {} is longer than {MAX_SOCKET_PATH} bytes: use a shorter --root", socket.display())));
-        }
-        // The share directory is a private mount of its own: what the driver mounts in it goes nowhere else.
-        let private = sys::mount(&share.display().to_string(), &share, None, libc::MS_BIND, None)
-            .and_then(|_| sys::propagation(&share, libc::MS_PRIVATE));
-        if let Err(e) = private {
-            let _ = std::fs::remove_dir_all(&cfg.dir);
-            return Err(SandboxError::Io { context: format!("making {} a private mount", share.display()), source: e });
-        }
-        if let Some(nic) = &cfg.nic {
-            let tap = netlink::create_tap(&nic.host_if).map_err(io_err(format!("creating tap {}", nic.host_if))).and_then(|_| crate::plug(nic));
-            if let Err(e) = tap {
+        let (pid, start_time) = self.launch(cfg, &share).inspect_err(|_| {
+            // Whatever step failed, nothing of the sandbox stays on the host.
+            if let Some(nic) = &cfg.nic {
                 let _ = crate::unplug(&nic.host_if);
-                let _ = sys::umount_detach(&share);
-                let _ = std::fs::remove_dir_all(&cfg.dir);
-                return Err(e);
             }
-        }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(cfg.dir.join("qemu.log")).map_err(io_err("opening qemu.log"))?;
-        let mut cmd = Command::new(&self.qemu);
-        cmd.args(self.args(cfg)).stdin(Stdio::null()).stdout(log.try_clone().map_err(io_err("dup log"))?).stderr(log);
-        // SAFETY: setsid in the forked child, async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(nic) = &cfg.nic {
-                    let _ = crate::unplug(&nic.host_if);
-                }
-                let _ = sys::umount_detach(&share);
-                let _ = std::fs::remove_dir_all(&cfg.dir);
-                return Err(SandboxError::Io { context: format!("starting {}", self.qemu.display()), source: e });
-            }
-        };
-        let pid = child.id() as i32;
-        let start_time = process_start_time(pid).unwrap_or(0);
-        std::thread::Builder::new()
-            .name(format!("reap-{}", cfg.id))
-            .stack_size(64 << 10)
-            .spawn(move || {
-                let _ = child.wait();
-            })
-            .map_err(io_err("starting a reaper thread"))?;
+            umount_all(&share);
+            let _ = std::fs::remove_dir_all(&cfg.dir);
+        })?;
         let mut details = BTreeMap::new();
         details.insert("accelerator".into(), self.accel.name().into());
         details.insert("log".into(), cfg.dir.join("console.log").display().to_string());
@@ -276,9 +257,7 @@ impl Driver for QemuDriver {
 
     fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
         let dir = Self::share(s).join(id);
-        for m in sys::mounts_under(&dir) {
-            sys::umount_detach(&m).map_err(io_err(format!("unmounting {}", m.display())))?;
-        }
+        umount_share(&dir)?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
@@ -295,9 +274,7 @@ impl Driver for QemuDriver {
 
     fn unshare_dir(&self, s: &SandboxState, name: &str) -> Result<(), SandboxError> {
         let dir = Self::share(s).join(format!("vol-{name}"));
-        for m in sys::mounts_under(&dir) {
-            sys::umount_detach(&m).map_err(io_err(format!("unmounting {}", m.display())))?;
-        }
+        umount_share(&dir)?;
         let _ = std::fs::remove_dir(&dir);
         Ok(())
     }
@@ -311,27 +288,38 @@ impl Driver for QemuDriver {
         if process_alive(s.pid, s.start_time) {
             // Ask QEMU to quit; if it does not within a moment, kill it.
             let _ = qmp::quit(&s.dir.join("qmp.sock"), Duration::from_millis(500));
-            let end = Instant::now() + Duration::from_secs(3);
-            while process_alive(s.pid, s.start_time) && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if process_alive(s.pid, s.start_time) {
+            if !gone_within(s, Duration::from_secs(3)) {
                 // SAFETY: kill has no memory arguments; the pid was checked against its start time.
                 unsafe { libc::kill(s.pid, libc::SIGKILL) };
-                let end = Instant::now() + Duration::from_secs(5);
-                while process_alive(s.pid, s.start_time) && Instant::now() < end {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                if process_alive(s.pid, s.start_time) {
+                if !gone_within(s, Duration::from_secs(5)) {
                     errors.push(format!("QEMU {} did not die", s.pid));
                 }
             }
         }
-        for m in sys::mounts_under(&s.dir) {
-            if let Err(e) = sys::umount_detach(&m) {
-                errors.push(format!("unmounting {}: {e}", m.display()));
-            }
-        }
+        errors.extend(umount_all(&s.dir));
         crate::finish_destroy(s, errors)
     }
+}
+
+/// Whether QEMU of `s` is gone, waiting up to `limit`.
+fn gone_within(s: &SandboxState, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while process_alive(s.pid, s.start_time) {
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Unmounts everything mounted at or below `dir`, deepest first; returns the failures.
+fn umount_all(dir: &Path) -> Vec<String> {
+    sys::mounts_under(dir).iter().filter_map(|m| sys::umount_detach(m).err().map(|e| format!("unmounting {}: {e}", m.display()))).collect()
+}
+
+/// [`umount_all`] for one share: its failures, if any, as one error.
+fn umount_share(dir: &Path) -> Result<(), SandboxError> {
+    let errs = umount_all(dir);
+    if errs.is_empty() { Ok(()) } else { Err(SandboxError::Setup(errs.join("; "))) }
 }
