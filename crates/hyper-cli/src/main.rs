@@ -120,7 +120,6 @@ fn main() -> ExitCode {
             Command::Kill(a) => commands::pods::kill(&client, a).await,
             Command::List(a) => commands::pods::list(&client, a).await,
             Command::Ports(a) => commands::pods::ports(&client, a).await,
-
         }
     });
     match result {

@@ -218,7 +218,6 @@ impl Daemon {
     }
 }
 
-
 impl Daemon {
     /// Starts hyperd with a sandbox driver and loads the busybox and toolbox test images.
     pub fn with_driver(driver: &str, extra: &[&str]) -> Daemon {

@@ -9,7 +9,6 @@ pub mod image;
 pub mod pty;
 pub mod registry;
 
-
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

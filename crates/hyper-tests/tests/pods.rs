@@ -383,4 +383,3 @@ mod ns {
 mod qemu {
     pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
-

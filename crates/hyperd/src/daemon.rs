@@ -57,7 +57,6 @@ impl Daemon {
                     kernel_append: config.kernel_append.clone(),
                     tcg_tb_size_mib: config.tcg_tb_size_mib,
                 })
-
                 .context("the qemu driver")?;
                 // A guest under emulation on a busy host can take a while to boot.
                 let t = if d.accel() == sandbox::qemu::Accel::Tcg { 120 } else { 30 };
@@ -74,7 +73,6 @@ impl Daemon {
             driver,
             Some(network),
         )
-
         .context("opening the pod engine")?;
         Ok(Daemon { config, images, engine, _lock: lock })
     }

@@ -8,7 +8,6 @@ impl log::Log for Logger {
     fn enabled(&self, m: &Metadata) -> bool {
         // Our crates at the configured level; dependencies only when they warn.
         ["hyperd", "image_store", "libpod", "sandbox"].iter().any(|t| m.target().starts_with(t)) || m.level() <= log::Level::Warn
-
     }
     fn log(&self, r: &Record) {
         if self.enabled(r.metadata()) {

@@ -28,7 +28,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
 
-
         Some("pod-init") => pod_init(),
         Some("agent") => {
             let mut listen = None;

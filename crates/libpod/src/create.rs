@@ -234,7 +234,6 @@ impl Engine {
             sandbox: None,
             ports,
             spec: spec_json,
-
         };
 
         let alloc = || -> std::io::Result<()> {

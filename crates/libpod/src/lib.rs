@@ -59,7 +59,6 @@ impl From<network::NetworkError> for PodError {
 }
 
 impl From<sandbox::SandboxError> for PodError {
-
     fn from(e: sandbox::SandboxError) -> Self {
         PodError::Sandbox(chain(&e))
     }

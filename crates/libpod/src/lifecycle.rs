@@ -48,7 +48,6 @@ fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
         other => chain(other),
     };
     PodError::Sandbox(format!("{msg} ({})", parts.join("; ")))
-
 }
 
 fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
@@ -391,7 +390,6 @@ impl Engine {
         let ip = ip.parse().map_err(|_| PodError::Internal(format!("bad sandbox address {ip}")))?;
         n.set_ports(&sb.id, ip, &rec.ports)?;
         Ok(())
-
     }
 
     async fn destroy_sandbox(&self, s: &SandboxState) {

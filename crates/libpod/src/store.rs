@@ -113,7 +113,6 @@ pub struct PodRecord {
     pub spec: serde_json::Value,
 }
 
-
 fn db_err(e: impl std::fmt::Display) -> PodError {
     PodError::Internal(format!("pod database: {e}"))
 }

@@ -69,7 +69,6 @@ fn ensure_chain(table: &str, chain: &str) -> Result<(), NetworkError> {
     Ok(())
 }
 
-
 pub fn setup_base(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     let subnet = cfg.subnet.to_string();
     ensure_chain("nat", "HYPER")?;
@@ -164,4 +163,3 @@ pub fn sandbox_chains() -> Result<Vec<String>, NetworkError> {
         .map(str::to_string)
         .collect())
 }
-

@@ -290,7 +290,6 @@ impl Network {
             t.insert(owner, serde_json::to_vec(maps).expect("serialisable").as_slice()).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
-
     }
 
     /// Removes `owner`'s port mappings (rules and records).

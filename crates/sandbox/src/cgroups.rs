@@ -96,7 +96,6 @@ impl Cgroup {
         self.paths.iter().map(|p| p.join(file)).collect()
     }
 
-
     /// Every process in the cgroup.
     pub fn pids(&self) -> Vec<i32> {
         let mut v: Vec<i32> = self
@@ -168,4 +167,3 @@ impl Backoff {
         self.0 = (self.0 * 2).min(std::time::Duration::from_millis(10));
     }
 }
-

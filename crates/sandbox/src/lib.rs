@@ -9,7 +9,6 @@ pub mod ns;
 pub mod qemu;
 mod sys;
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -78,7 +77,6 @@ pub(crate) fn unplug(host_if: &str) -> Result<(), String> {
         Err(e) => Err(format!("deleting link {host_if}: {e}")),
     }
 }
-
 
 /// A running sandbox, as persisted by the daemon (so a restarted daemon finds it again).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -83,7 +83,6 @@ impl Driver for NsDriver {
             })
         });
 
-
         drop(listener);
         match result {
             Ok((pid, start_time)) => {
@@ -186,9 +185,7 @@ impl NewNetns {
     }
 }
 
-
 fn cstring(p: &Path) -> Result<CString, SandboxError> {
-
     CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Setup(format!("path {} contains NUL", p.display())))
 }
 

@@ -285,7 +285,6 @@ pub async fn run(c: &Client, mut a: RunArgs) -> CmdResult {
                 }
             }
             (spec, !a.detach && (a.tty || a.interactive))
-
         }
         None => {
             let image = a.target.clone().ok_or("give an image or a podfile: hyper run [-d] IMAGE [COMMAND...]")?;

@@ -161,7 +161,6 @@ const CONN_HIGH_WATER: usize = 4 << 20;
 const PORT_RETRY_MIN: Duration = Duration::from_millis(10);
 const PORT_RETRY_MAX: Duration = Duration::from_millis(500);
 
-
 fn err(kind: K, msg: impl Into<String>) -> AgentError {
     AgentError::new(kind, msg)
 }
@@ -184,7 +183,6 @@ impl Agent {
             port_backoff: PORT_RETRY_MIN,
             next_port_try: Instant::now(),
         })
-
     }
 
     /// Runs until a `Shutdown` request.
@@ -392,7 +390,6 @@ impl Agent {
                 crate::vm::trace("request");
                 self.port_backoff = PORT_RETRY_MIN;
 
-
                 let (id, result) = match serde_json::from_slice::<RequestEnvelope>(&b) {
                     Ok(env) => (env.id, self.request(env.request)),
                     Err(e) => (0, Err(err(K::Invalid, format!("malformed request: {e}")))),
@@ -404,7 +401,6 @@ impl Agent {
                 let json = serde_json::to_vec(&Response { id, result }).expect("serialisable");
                 crate::vm::trace("reply");
                 self.send(FrameKind::Response, &json);
-
             }
             Frame::Data { stream, offset, data } => {
                 if let Some(i) = self.ins.get_mut(&stream) {
@@ -593,7 +589,6 @@ impl Agent {
                 }
                 self.rewind();
                 Ok(Reply::Hello { version: agent_proto::VERSION, agent: env!("CARGO_PKG_VERSION").into(), state: self.state() })
-
             }
             Request::SetupPod(s) => self.setup_pod(s).map(|_| Reply::Done),
             Request::StartContainer(c) => self.start_container(c).map(|pid| Reply::Started { pid }),

@@ -73,7 +73,6 @@ pub fn container_init(config: &InitConfig, stdio: Stdio3) -> Result<(i32, Option
         Err(e) => return fail(format!("waiting for container-init: {e}")),
     };
     if n == 0 {
-
         let mut status = 0;
         // SAFETY: waiting for our own child; status is a valid out-pointer.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };

@@ -108,7 +108,6 @@ pub fn resolve(root: &Path, user: &str, group: &str, additional: &[String]) -> R
     gids.sort_unstable();
     gids.dedup();
     Ok(Identity { uid: entry.uid, gid, groups: gids, home: entry.home })
-
 }
 
 #[cfg(test)]

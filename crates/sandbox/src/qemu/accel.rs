@@ -76,7 +76,6 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path, timeout: Duration) -> Result
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", &format!("{} hyper.probe", super::KERNEL_CMDLINE)])
-
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -192,7 +192,6 @@ impl QemuDriver {
             ]);
         }
         a
-
     }
 
     fn share(s: &SandboxState) -> PathBuf {
@@ -252,7 +251,6 @@ impl Driver for QemuDriver {
             sys::mount("overlay", &dir, Some("overlay"), 0, Some(&data)).map_err(io_err(format!("mounting the overlay of {}", c.id)))?;
         }
         Ok(Rootfs::Bind { path: format!("{GUEST_SHARE}/{}/rootfs", c.id) })
-
     }
 
     fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
