@@ -216,7 +216,23 @@ pub struct ProcessConfig {
     pub stderr: Option<u32>,
     /// (resource number, soft, hard)
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// `user`, `group`, `additional_groups` and the program of `args[0]`, already looked up in the container's
+    /// root filesystem by the daemon (a VM's agent would pay a round trip to the host for every file it
+    /// reads). Absent: the agent looks them up itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
 }
+
+/// A process's identity and program, as found in its container's /etc/passwd, /etc/group and `$PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub exe: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: String,
+}
+
 
 /// Everything the agent knows, for a daemon that (re)connects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -265,7 +265,10 @@ pub fn podfile_fields(driver: &str) {
              "sysctl": {"net.ipv4.ip_unprivileged_port_start": "80"},
              "ulimits": [{"Name": "nofile", "Soft": 1234, "Hard": 2345}]},
             {"name": "r", "image": "busybox", "command": ["sleep", "1000"], "readOnly": true,
-             "volumes": [{"volume": "data", "path": "/mnt/data", "readOnly": true}]}],
+             "volumes": [{"volume": "data", "path": "/mnt/data", "readOnly": true}]},
+            // Neither files nor volumes: a VM's daemon looks the user and program up on the host.
+            {"name": "u", "image": "busybox", "command": ["sleep", "1001"], "envs": [{"env": "PATH", "value": "/usr/bin:/bin"}],
+             "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]}}],
         "files": [{"name": "cfg", "encoding": "raw", "content": "key=value\n"},
                   {"name": "bin", "encoding": "base64", "content": "IyEvYmluL3NoCmVjaG8gaGVsbG8gZnJvbSBmaWxlCg=="}],
         "volumes": [{"name": "data", "source": "", "format": ""},
@@ -274,6 +277,12 @@ pub fn podfile_fields(driver: &str) {
     d.ok(&["run", "-d", &pf]);
     let id = d.sh("fields/w", "id");
     assert!(id.contains("uid=1000(app)") && id.contains("gid=50(staff)") && id.contains("tty"), "{id}");
+    let pid1 = d.sh("fields/u", "for p in $(pidof sleep); do grep -q 1001 /proc/$p/cmdline && echo $p; done; true").trim().to_string();
+    let status = d.sh("fields/u", &format!("grep -E '^(Uid|Gid|Groups):' /proc/{pid1}/status"));
+    assert!(status.contains("Uid:\t1000\t") && status.contains("Gid:\t50\t"), "{status}");
+
+    assert!(status.lines().any(|l| l.starts_with("Groups:") && l.contains('5')), "tty is gid 5: {status}");
+    assert_eq!(d.sh("fields/u", "echo $HOME").trim(), "/home/app");
     assert_eq!(d.sh("fields/w", "pwd").trim(), "/work/dir");
     assert_eq!(d.sh("fields/w", "echo $MODE:$PATH").trim(), "prod:/bin:/usr/bin", "envs reach exec'd processes");
     assert_eq!(d.sh("fields/w", "stat -c '%a %U %G' /etc/app/cfg").trim(), "640 app staff");
@@ -296,7 +305,22 @@ pub fn podfile_fields(driver: &str) {
     d.ok(&["rm", "-f", "fields"]);
     assert!(!d.root.join("pods").join(&pod_id).exists());
     assert!(host_dir.join("from-pod").exists(), "a vfs volume's host directory is not the pod's to delete");
+
+    // A user or a program the image does not have: the start fails, naming it, and the pod stays Created.
+    for (name, container, expect) in [
+        ("ghost-user", json!({"image": "busybox", "command": ["true"], "user": {"name": "ghost"}}), "no user \"ghost\""),
+        ("ghost-prog", json!({"image": "busybox", "command": ["no-such-program"]}), "executable \"no-such-program\" not found"),
+    ] {
+        let pf = d.podfile(&format!("{name}.json"), &json!({"id": name, "containers": [container]}));
+        d.ok(&["create", "-p", &pf]);
+        let out = d.hyper(&["start", name]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expect), "{name}: {err}");
+        assert_eq!(state(&d, name), "created");
+        d.ok(&["rm", name]);
+    }
 }
+
 
 /// Security defaults: Docker's capability set, no_new_privs, seccomp, and a cgroup with the pod's limits.
 pub fn confinement(driver: &str) {

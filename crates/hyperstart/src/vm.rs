@@ -75,8 +75,10 @@ static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// the guest's uptime.
 pub fn trace(what: &str) {
     if DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
-        let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-        eprintln!("hyperstart: [{}] {what}", up.split_whitespace().next().unwrap_or("?"));
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into the timespec we pass.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        eprintln!("hyperstart: [{}.{:06}] {what}", ts.tv_sec, ts.tv_nsec / 1000);
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod agent;
 mod create;
+mod hostroot;
 mod io;
 mod lifecycle;
 pub mod logs;

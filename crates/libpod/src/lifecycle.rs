@@ -258,7 +258,7 @@ impl Engine {
             if let Some(s) = stdin {
                 rt.add_input(s);
             }
-            let config = ContainerConfig {
+            let mut config = ContainerConfig {
                 id: c.id.clone(),
                 rootfs,
                 read_only: c.read_only,
@@ -278,9 +278,20 @@ impl Engine {
                     stdout,
                     stderr,
                     rlimits: c.rlimits.clone(),
+                    resolved: None,
                 },
             };
+            // Files and volumes are put in place inside the sandbox, after this, and may change what a lookup
+            // finds: with any, the agent looks for itself.
+            let host_root = self.driver.rootfs_on_host(&rt.sandbox, &c.id).filter(|_| config.files.is_empty() && config.mounts.is_empty());
+            if let Some(dir) = host_root {
+                let p = config.process.clone();
+                config.process.resolved =
+                    tokio::task::spawn_blocking(move || crate::hostroot::resolve(&dir, &p)).await.map_err(|e| PodError::Internal(e.to_string()))?;
+            }
+
             let pid = match rt.agent.call(Request::StartContainer(config)).await {
+
                 Ok(Reply::Started { pid }) => pid,
                 Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
                 Err(e) => return Err(PodError::Sandbox(format!("starting container {}: {}", c.name, e.message))),

@@ -134,7 +134,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError>;
     /// Makes a container's storage visible to the agent and says how the agent mounts it.
     fn attach_rootfs(&self, s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError>;
+    /// Where the host sees a container's assembled root filesystem, if it does (a VM's share); the daemon then
+    /// does the container's file lookups itself, sparing the guest a round trip to the host for each.
+    fn rootfs_on_host(&self, _s: &SandboxState, _container_id: &str) -> Option<PathBuf> {
+        None
+    }
     /// Undoes [`Driver::attach_rootfs`] (the container's processes are gone).
+
     fn detach_rootfs(&self, s: &SandboxState, container_id: &str) -> Result<(), SandboxError>;
     /// Makes a host directory visible to the agent; returns the path the agent sees.
     fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError>;

@@ -534,8 +534,11 @@ impl Agent {
         if p.restart_at.take().is_none() || p.stopping {
             return;
         }
-        let Some(config) = p.config.clone() else { return };
+        let Some(mut config) = p.config.clone() else { return };
+        // The container may have changed its /etc/passwd or $PATH since the daemon looked: look again.
+        config.process.resolved = None;
         let restarts = p.restarts + 1;
+
         match self.start_container_process(&config) {
             Ok(pid) => {
                 if let Some(p) = self.containers.get_mut(id) {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use agent_proto::{ContainerConfig, ProcessConfig, Rootfs};
 use base64::Engine as _;
 
-use super::{InitReply, caps, seccomp, users};
+use super::root::Slash;
+use super::{InitReply, caps, seccomp};
 use crate::sys;
 
 type R<T> = Result<T, String>;
@@ -127,12 +128,8 @@ fn inject_files(c: &ContainerConfig) -> R<()> {
         if let Some(d) = path.parent() {
             mkdir_p(d)?;
         }
-        let uid = if f.user.is_empty() { 0 } else { users::resolve_user_id(Path::new("/"), &f.user).map_err(|e| format!("file {}: {e}", f.path))? };
-        let gid = if f.group.is_empty() {
-            0
-        } else {
-            users::resolve_group(Path::new("/"), &f.group).map_err(|e| format!("file {}: {e}", f.path))?
-        };
+        let uid = if f.user.is_empty() { 0 } else { passwd::resolve_user_id(&Slash, &f.user).map_err(|e| format!("file {}: {e}", f.path))? };
+        let gid = if f.group.is_empty() { 0 } else { passwd::resolve_group(&Slash, &f.group).map_err(|e| format!("file {}: {e}", f.path))? };
         let _ = std::fs::remove_file(path);
         let mut file = ctx(
             std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path),
@@ -235,31 +232,12 @@ pub fn exec(target_pid: i32, p: &ProcessConfig, hostname: &str, sock: &mut UnixS
     }
 }
 
-/// `$PATH` when the image and the podfile give none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-fn find_executable(prog: &str, env: &[String]) -> R<String> {
-    if prog.contains('/') {
-        return Ok(prog.to_string());
-    }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let cand = Path::new(dir).join(prog);
-        if let Ok(m) = std::fs::metadata(&cand) {
-            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                return Ok(cand.to_string_lossy().into_owned());
-            }
-        }
-    }
-    Err(format!("executable {prog:?} not found in $PATH ({path})"))
-}
-
 /// Environment defaults a process gets unless the configuration sets them.
-fn environment(p: &ProcessConfig, id: &users::Identity, hostname: &str) -> Vec<String> {
+fn environment(p: &ProcessConfig, id: &passwd::Identity, hostname: &str) -> Vec<String> {
     let mut env = p.env.clone();
     let has = |env: &[String], k: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(n, _)| n == k));
     for (k, v) in [
-        ("PATH", DEFAULT_PATH.to_string()),
+        ("PATH", passwd::DEFAULT_PATH.to_string()),
         ("HOSTNAME", hostname.to_string()),
         ("HOME", if id.home.is_empty() { "/".into() } else { id.home.clone() }),
     ] {
@@ -278,7 +256,11 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
         if p.args.is_empty() {
             return Err("no command to run (neither the podfile nor the image gives one)".into());
         }
-        let id = users::resolve(Path::new("/"), &p.user, &p.group, &p.additional_groups)?;
+        // What the daemon found beforehand, or our own lookups.
+        let (id, exe) = match &p.resolved {
+            Some(r) => (passwd::Identity { uid: r.uid, gid: r.gid, groups: r.groups.clone(), home: r.home.clone() }, Some(r.exe.clone())),
+            None => (passwd::resolve(&Slash, &p.user, &p.group, &p.additional_groups)?, None),
+        };
         let env = environment(p, &id, hostname);
         let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
         if create_cwd && std::fs::metadata(cwd).is_err() {
@@ -286,7 +268,11 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
             let _ = sys::chown(Path::new(cwd), id.uid, id.gid);
         }
         ctx(std::env::set_current_dir(cwd), || format!("working directory {cwd}"))?;
-        let exe = find_executable(&p.args[0], &env)?;
+        let exe = match exe {
+            Some(e) => e,
+            None => passwd::find_executable(&Slash, &p.args[0], &env)?,
+        };
+
         // SAFETY: setsid has no preconditions; failure (already a leader) is harmless.
         unsafe { libc::setsid() };
         let master = if p.terminal {

@@ -11,7 +11,7 @@
 pub mod caps;
 mod container;
 pub mod seccomp;
-pub mod users;
+mod root;
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};

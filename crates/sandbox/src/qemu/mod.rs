@@ -197,6 +197,11 @@ impl QemuDriver {
     fn share(s: &SandboxState) -> PathBuf {
         s.dir.join("share")
     }
+
+    /// Where a container's overlay is assembled, inside the share.
+    fn rootfs_dir(s: &SandboxState, container_id: &str) -> PathBuf {
+        Self::share(s).join(container_id).join("rootfs")
+    }
 }
 
 impl Driver for QemuDriver {
@@ -243,7 +248,7 @@ impl Driver for QemuDriver {
 
     fn attach_rootfs(&self, s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError> {
         // The host assembles the overlay (whiteouts, xattrs and all) and the guest sees the result over 9p.
-        let dir = Self::share(s).join(&c.id).join("rootfs");
+        let dir = Self::rootfs_dir(s, &c.id);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let lower: Vec<String> = c.lowers.iter().rev().map(|p| p.display().to_string()).collect();
         let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), c.upper.display(), c.work.display());
@@ -253,7 +258,13 @@ impl Driver for QemuDriver {
         Ok(Rootfs::Bind { path: format!("{GUEST_SHARE}/{}/rootfs", c.id) })
     }
 
+    fn rootfs_on_host(&self, s: &SandboxState, id: &str) -> Option<PathBuf> {
+        Some(Self::rootfs_dir(s, id))
+
+    }
+
     fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
+
         let dir = Self::share(s).join(id);
         umount_share(&dir)?;
         let _ = std::fs::remove_dir_all(&dir);
