@@ -145,8 +145,27 @@ pub fn lifecycle(driver: &str) {
     assert!(err.contains("only a created pod can replace another"), "{err}");
     d.ok(&["stop", "-t", "1", "old"]);
 
+    // A container that ends while its pod is still starting (here: while the next ones start) is recorded
+    // as exited, and a pod whose containers have all ended stops by itself.
+    let quick = d.podfile("quick.json", &json!({"id": "quick", "containers": [
+        {"name": "q", "image": "busybox", "command": ["sh", "-c", "exit 3"]},
+        {"name": "s", "image": "busybox", "command": ["sleep", "100002"]},
+        {"name": "t", "image": "busybox", "command": ["sleep", "100003"]},
+        {"name": "u", "image": "busybox", "command": ["sleep", "100004"]}]}));
+    d.ok(&["run", "-d", &quick]);
+    assert!(wait_until(Duration::from_secs(30), || d.inspect("quick")["containers"][0]["state"] == "exited"), "{}", d.inspect("quick"));
+    let q = d.inspect("quick");
+    assert_eq!((q["containers"][0]["exit_code"].clone(), q["containers"][1]["state"].clone()), (json!(3), json!("running")), "{q}");
+    d.ok(&["rm", "-f", "quick"]);
+    let done = d.podfile("done.json", &json!({"id": "done", "containers": [{"image": "busybox", "command": ["true"]}]}));
+    d.ok(&["run", "-d", &done]);
+    assert!(wait_until(Duration::from_secs(30), || state(&d, "done") == "created"), "{}", d.inspect("done"));
+    assert_eq!(d.inspect("done")["containers"][0]["exit_code"], json!(0));
+    d.ok(&["rm", "done"]);
+
     // rm of a running pod needs -f; rm removes everything
     let err = d.fails(&["rm", "new"]);
+
     assert!(err.contains("is running"), "{err}");
     d.ok(&["rm", "-f", "new"]);
     assert_sandbox_gone(&d, &sb);

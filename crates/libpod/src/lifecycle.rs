@@ -11,7 +11,7 @@ use crate::agent::AgentClient;
 use crate::io::Chunk;
 use crate::logs::{LogWriter, Source};
 use crate::runtime::{self, ContainerRt, Route, Runtime};
-use crate::store::{PodRecord, PodState};
+use crate::store::{ContainerRecord, PodRecord, PodState};
 use crate::{Engine, PodError, chain, now, random_id};
 
 /// Extra time, beyond a stop's grace period, for the agent to report exits.
@@ -141,7 +141,23 @@ impl Engine {
         }
         rec.state = PodState::Running;
         rec.failure = None;
-        self.save(&[rec]).await
+        // Containers that already ended (their exit came before this record said Running) are recorded as
+        // such, under the same lock as container_exited's, so that no exit falls between the two.
+        let all_done = {
+            let _g = self.records.lock().await;
+            let early = std::mem::take(&mut rt.lock().early_exits);
+            for c in rec.containers.iter_mut() {
+                if let Some(&code) = early.get(&c.id) {
+                    set_exited(c, code);
+                }
+            }
+            self.store.put(&[rec])?;
+            !early.is_empty() && rec.containers.iter().all(|c| c.status.state != "running")
+        };
+        if all_done {
+            self.finish_later(&rec.id, &rt.sandbox.id);
+        }
+        Ok(())
     }
 
     /// Writes records (read-modify-write safe with the other writers).
@@ -566,11 +582,13 @@ impl Engine {
         let all_done = {
             let _g = self.records.lock().await;
             let Ok(Some(mut rec)) = self.store.get(&pod_id) else { return };
+            if rec.state == PodState::Created && rec.sandbox.as_ref().is_some_and(|s| s.id == rt.sandbox.id) {
+                // The pod is still starting: its record does not have this container running yet.
+                rt.lock().early_exits.insert(container_id.to_string(), code);
+                return;
+            }
             let Some(c) = rec.containers.iter_mut().find(|c| c.id == container_id) else { return };
-            c.status.state = "exited".into();
-            c.status.exit_code = Some(code);
-            c.status.pid = None;
-            c.status.finished = Some(now());
+            set_exited(c, code);
             log::info!("pod {pod_id}: container {} exited with {code}", c.name);
             let done = rec.state == PodState::Running && rec.containers.iter().all(|c| c.status.state != "running");
             if let Err(e) = self.store.put(&[&rec]) {
@@ -579,12 +597,17 @@ impl Engine {
             done
         };
         if all_done {
-            // Every container ended: the sandbox has nothing left to do.
-            let e = self.arc();
-            let sandbox_id = rt.sandbox.id.clone();
-            tokio::spawn(async move { e.finish(&pod_id, &sandbox_id).await });
+            self.finish_later(&pod_id, &rt.sandbox.id);
         }
     }
+
+    /// Every container ended: the sandbox has nothing left to do. Stops the pod once whoever holds its lock
+    /// is done.
+    fn finish_later(&self, pod_id: &str, sandbox_id: &str) {
+        let (e, pod_id, sandbox_id) = (self.arc(), pod_id.to_string(), sandbox_id.to_string());
+        tokio::spawn(async move { e.finish(&pod_id, &sandbox_id).await });
+    }
+
 
     /// Stops (and with auto-remove, removes) a pod whose containers have all exited.
     async fn finish(&self, pod_id: &str, sandbox_id: &str) {
@@ -807,7 +830,16 @@ impl Engine {
     }
 }
 
+/// Records that a container's main process ended with `code`.
+fn set_exited(c: &mut ContainerRecord, code: i32) {
+    c.status.state = "exited".into();
+    c.status.exit_code = Some(code);
+    c.status.pid = None;
+    c.status.finished = Some(now());
+}
+
 fn ranges_overlap(a: (u16, u16), b: (u16, u16)) -> bool {
+
     a.0 <= b.1 && b.0 <= a.1
 }
 

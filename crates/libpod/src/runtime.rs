@@ -48,7 +48,11 @@ pub(crate) struct Inner {
     pub execs: HashMap<String, ExecRt>,
     /// The daemon is ending this sandbox: a lost connection is expected.
     pub closing: bool,
+    /// Exit codes of containers that ended while their pod was still starting (its record does not say
+    /// Running yet); the end of the start records them.
+    pub early_exits: HashMap<String, i32>,
 }
+
 
 #[derive(Debug)]
 pub struct Runtime {
