@@ -111,10 +111,7 @@ impl Engine {
         let t0 = std::time::Instant::now();
         let rt = self.start_sandbox(&mut rec).await?;
         let t1 = t0.elapsed();
-        let started = match self.apply_ports(&rec, &rt.sandbox) {
-            Ok(()) => self.start_containers(&mut rec, &rt, pre).await,
-            Err(e) => Err(e),
-        };
+        let started = self.set_up_and_start(&mut rec, &rt, pre).await;
         let t2 = t0.elapsed();
         self.settle_start(&mut rec, &rt, started).await?;
         log::info!(
@@ -166,7 +163,7 @@ impl Engine {
         self.store.put(recs)
     }
 
-    /// A new sandbox with a connected, set-up agent. The sandbox is recorded at once, so a daemon that dies
+    /// A new sandbox with a connected agent. The sandbox is recorded at once, so a daemon that dies
     /// half way finds it (and cleans it up) when it starts again.
     async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<Arc<Runtime>, PodError> {
         let sbid = random_id("sb-");
@@ -213,7 +210,6 @@ impl Engine {
 
             let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
             tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
-            rt.agent.call(Request::SetupPod(pod_setup(rec, &state))).await.map_err(|e| agent_err("setting up the pod", e))?;
             Ok::<_, PodError>(rt)
         }
         .await;
@@ -232,10 +228,26 @@ impl Engine {
         }
     }
 
-    async fn start_containers(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, mut pre: Option<Preattach>) -> Result<(), PodError> {
+    /// Sets the pod up in its sandbox and starts its containers. The agent sets the pod up (hostname, network:
+    /// tens of ms in a VM under emulation) while the host prepares the containers' storage, logs and port
+    /// mappings; the containers then start one after the other.
+    async fn set_up_and_start(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, pre: Option<Preattach>) -> Result<(), PodError> {
+        let setup = rt.agent.call(Request::SetupPod(pod_setup(rec, &rt.sandbox)));
+        let host = async {
+            self.apply_ports(rec, &rt.sandbox)?;
+            self.prepare_containers(rec, rt, pre).await
+        };
+        let (setup, prepared) = tokio::join!(setup, host);
+        setup.map_err(|e| agent_err("setting up the pod", e))?;
+        self.start_containers(rec, rt, prepared?).await
+    }
+
+    /// The host's side of each container's start: its storage attached to the sandbox, its volumes shared, its
+    /// log and streams ready. Returns what the agent is asked to start, with where each log starts.
+    async fn prepare_containers(&self, rec: &PodRecord, rt: &Arc<Runtime>, mut pre: Option<Preattach>) -> Result<Vec<(ContainerConfig, (u64, u64))>, PodError> {
         let pod_dir = self.pod_dir(&rec.id);
-        for i in 0..rec.containers.len() {
-            let c = rec.containers[i].clone();
+        let mut prepared = Vec::new();
+        for c in &rec.containers {
             let storage = ContainerStorage {
                 id: c.id.clone(),
                 lowers: c.lowers.iter().map(Into::into).collect(),
@@ -305,14 +317,25 @@ impl Engine {
                 config.process.resolved =
                     tokio::task::spawn_blocking(move || crate::hostroot::resolve(&dir, &p)).await.map_err(|e| PodError::Internal(e.to_string()))?;
             }
+            prepared.push((config, base));
+        }
+        if let Some(p) = pre {
+            return Err(PodError::NotFound(format!("pod {} has no container {}", rec.name, p.container)));
+        }
+        Ok(prepared)
+    }
 
+    /// Starts the prepared containers, in the podfile's order, and records them running.
+    async fn start_containers(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, prepared: Vec<(ContainerConfig, (u64, u64))>) -> Result<(), PodError> {
+        for (c, (config, log_base)) in rec.containers.iter_mut().zip(prepared) {
+            let p = &config.process;
+            let (stdout, stderr, stdin) = (p.stdout, p.stderr, p.stdin);
             let pid = match rt.agent.call(Request::StartContainer(config)).await {
-
                 Ok(Reply::Started { pid }) => pid,
                 Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
                 Err(e) => return Err(PodError::Sandbox(format!("starting container {}: {}", c.name, e.message))),
             };
-            let s = &mut rec.containers[i].status;
+            let s = &mut c.status;
             s.state = "running".into();
             s.pid = Some(pid);
             s.exit_code = None;
@@ -322,10 +345,7 @@ impl Engine {
             s.stdout_stream = Some(stdout);
             s.stderr_stream = stderr;
             s.stdin_stream = stdin;
-            s.log_base = base;
-        }
-        if let Some(p) = pre {
-            return Err(PodError::NotFound(format!("pod {} has no container {}", rec.name, p.container)));
+            s.log_base = log_base;
         }
         Ok(())
     }
@@ -544,12 +564,7 @@ impl Engine {
             running.insert(new.id.clone(), rt.clone());
         }
         self.save(&[&old, &new]).await?;
-        let started = async {
-            rt.agent.call(Request::SetupPod(pod_setup(&new, &rt.sandbox))).await.map_err(|e| agent_err("setting up the pod", e))?;
-            self.apply_ports(&new, &rt.sandbox)?;
-            self.start_containers(&mut new, &rt, None).await
-        }
-        .await;
+        let started = self.set_up_and_start(&mut new, &rt, None).await;
 
         self.settle_start(&mut new, &rt, started).await?;
         log::info!("replaced pod {} with {} in sandbox {}", old.id, new.id, rt.sandbox.id);
