@@ -59,36 +59,26 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
-fn passwd(fs: &impl RootFs) -> Vec<PasswdEntry> {
-    fs.read("/etc/passwd")
-        .unwrap_or_default()
-        .lines()
+/// The records of a colon-separated file (/etc/passwd, /etc/group) that have at least `fields` fields and parse;
+/// other lines are skipped, as the C library skips them.
+fn records<T>(fs: &impl RootFs, path: &str, fields: usize, parse: impl Fn(&[&str]) -> Option<T>) -> Vec<T> {
+    let text = fs.read(path).unwrap_or_default();
+    text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 7 {
-                return None;
-            }
-            Some(PasswdEntry { name: f[0].into(), uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5].into() })
+            if f.len() < fields { None } else { parse(&f) }
         })
         .collect()
 }
 
+fn passwd(fs: &impl RootFs) -> Vec<PasswdEntry> {
+    records(fs, "/etc/passwd", 7, |f| Some(PasswdEntry { name: f[0].into(), uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5].into() }))
+}
+
 fn groups(fs: &impl RootFs) -> Vec<GroupEntry> {
-    fs.read("/etc/group")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 4 {
-                return None;
-            }
-            Some(GroupEntry {
-                name: f[0].into(),
-                gid: f[2].parse().ok()?,
-                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
-            })
-        })
-        .collect()
+    records(fs, "/etc/group", 4, |f| {
+        Some(GroupEntry { name: f[0].into(), gid: f[2].parse().ok()?, members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect() })
+    })
 }
 
 /// Resolves a group name or number.
