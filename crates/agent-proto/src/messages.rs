@@ -233,7 +233,6 @@ pub struct Resolved {
     pub home: String,
 }
 
-
 /// Everything the agent knows, for a daemon that (re)connects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentState {

@@ -165,7 +165,6 @@ pub fn lifecycle(driver: &str) {
 
     // rm of a running pod needs -f; rm removes everything
     let err = d.fails(&["rm", "new"]);
-
     assert!(err.contains("is running"), "{err}");
     d.ok(&["rm", "-f", "new"]);
     assert_sandbox_gone(&d, &sb);
@@ -299,7 +298,6 @@ pub fn podfile_fields(driver: &str) {
     let pid1 = d.sh("fields/u", "for p in $(pidof sleep); do grep -q 1001 /proc/$p/cmdline && echo $p; done; true").trim().to_string();
     let status = d.sh("fields/u", &format!("grep -E '^(Uid|Gid|Groups):' /proc/{pid1}/status"));
     assert!(status.contains("Uid:\t1000\t") && status.contains("Gid:\t50\t"), "{status}");
-
     assert!(status.lines().any(|l| l.starts_with("Groups:") && l.contains('5')), "tty is gid 5: {status}");
     assert_eq!(d.sh("fields/u", "echo $HOME").trim(), "/home/app");
     assert_eq!(d.sh("fields/w", "pwd").trim(), "/work/dir");
@@ -339,7 +337,6 @@ pub fn podfile_fields(driver: &str) {
         d.ok(&["rm", name]);
     }
 }
-
 
 /// Security defaults: Docker's capability set, no_new_privs, seccomp, and a cgroup with the pod's limits.
 pub fn confinement(driver: &str) {

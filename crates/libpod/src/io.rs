@@ -147,7 +147,6 @@ impl Engine {
             // An exec looks for itself: the container may have changed its files since it started.
             resolved: None,
         };
-
         match rt.agent.call(Request::Exec { id: id.clone(), container: c.id.clone(), process }).await {
             Ok(Reply::Started { .. }) => {}
             Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),

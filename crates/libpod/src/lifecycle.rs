@@ -623,7 +623,6 @@ impl Engine {
         tokio::spawn(async move { e.finish(&pod_id, &sandbox_id).await });
     }
 
-
     /// Stops (and with auto-remove, removes) a pod whose containers have all exited.
     async fn finish(&self, pod_id: &str, sandbox_id: &str) {
         let lock = self.lock_for(pod_id);
@@ -854,7 +853,6 @@ fn set_exited(c: &mut ContainerRecord, code: i32) {
 }
 
 fn ranges_overlap(a: (u16, u16), b: (u16, u16)) -> bool {
-
     a.0 <= b.1 && b.0 <= a.1
 }
 

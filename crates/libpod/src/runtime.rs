@@ -53,7 +53,6 @@ pub(crate) struct Inner {
     pub early_exits: HashMap<String, i32>,
 }
 
-
 #[derive(Debug)]
 pub struct Runtime {
     /// The pod using this sandbox (`replace` hands it to another pod).

@@ -140,7 +140,6 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         None
     }
     /// Undoes [`Driver::attach_rootfs`] (the container's processes are gone).
-
     fn detach_rootfs(&self, s: &SandboxState, container_id: &str) -> Result<(), SandboxError>;
     /// Makes a host directory visible to the agent; returns the path the agent sees.
     fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError>;

@@ -538,7 +538,6 @@ impl Agent {
         // The container may have changed its /etc/passwd or $PATH since the daemon looked: look again.
         config.process.resolved = None;
         let restarts = p.restarts + 1;
-
         match self.start_container_process(&config) {
             Ok(pid) => {
                 if let Some(p) = self.containers.get_mut(id) {

@@ -272,7 +272,6 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
             Some(e) => e,
             None => passwd::find_executable(&Slash, &p.args[0], &env)?,
         };
-
         // SAFETY: setsid has no preconditions; failure (already a leader) is harmless.
         unsafe { libc::setsid() };
         let master = if p.terminal {

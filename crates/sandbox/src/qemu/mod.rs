@@ -260,11 +260,9 @@ impl Driver for QemuDriver {
 
     fn rootfs_on_host(&self, s: &SandboxState, id: &str) -> Option<PathBuf> {
         Some(Self::rootfs_dir(s, id))
-
     }
 
     fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
-
         let dir = Self::share(s).join(id);
         umount_share(&dir)?;
         let _ = std::fs::remove_dir_all(&dir);
