@@ -11,7 +11,7 @@ out=${1:-/var/cache/hyper/kernel}
 src_tar=/usr/src/linux-source-6.1.tar.xz
 frag=$here/guest/kernel.config
 [ -f "$src_tar" ] || { echo "build-kernel: $src_tar missing (run scripts/setup.sh)" >&2; exit 1; }
-key=$( (sha256sum "$frag"; stat -c '%s %Y' "$src_tar") | sha256sum | cut -c1-16)
+key=$( (sha256sum < "$frag"; stat -c '%s %Y' "$src_tar") | sha256sum | cut -c1-16)
 if [ -f "$out/vmlinuz" ] && [ -f "$out/vmlinux" ] && [ "$(cat "$out/key" 2>/dev/null)" = "$key" ]; then
   exit 0
 fi
