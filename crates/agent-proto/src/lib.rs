@@ -36,6 +36,10 @@ pub const WINDOW: u64 = 256 << 10;
 /// The name of the virtio-serial port the agent listens on inside a VM.
 pub const VIRTIO_PORT_NAME: &str = "sh.hyper.agent";
 
+/// The line a VM's agent prints on the console once it waits for its host, before it mounts anything from
+/// the host: the qemu driver saves a VM template when it sees it.
+pub const VM_PARKED_MARK: &str = "hyperstart: waiting for the host";
+
 /// The 9p tag of a VM sandbox's shared directory.
 pub const SHARE_TAG: &str = "hyper-share";
 /// Where the guest mounts it. Uncached (9p `cache=none`): the host changes volumes, and containers of

@@ -15,7 +15,17 @@ pub struct RequestEnvelope {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// First request on every connection. Answered with [`Reply::Hello`].
-    Hello { version: u8 },
+    Hello {
+        version: u8,
+        /// The host's wall clock, in ns since the epoch. A VM's agent sets the guest's clock from it when they
+        /// differ by more than a second (a VM restored from a template starts with the template's clock).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        time_ns: Option<u64>,
+        /// Fresh randomness for a VM's kernel random generator, which reseeds from it: VMs restored from one
+        /// template all start with the same generator state.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        entropy: Vec<u8>,
+    },
     /// Creates the pod's shared namespaces and pod-init if they do not exist yet, and (re)writes the pod's
     /// hostname and /etc files. Sent again by `replace` with the new pod's values.
     SetupPod(PodSetup),

@@ -94,3 +94,69 @@ fn a_hypervisor_that_dies_at_start_fails_the_run_with_its_own_message() {
     assert!(d.entries("sandboxes").is_empty(), "no sandbox directory is left behind");
     d.ok(&["rm", "nokernel"]);
 }
+
+/// `--vm-templates`: the first VM pod of a shape makes a template, later ones restore it instead of booting.
+/// Each restored VM has its own randomness, the host's clock, its own MAC and address, and behaves like a
+/// booted one through stop, start and replace. A template that fails to restore is thrown away: that start
+/// boots, the next one makes the template again.
+#[test]
+fn vm_templates_restore_independent_vms() {
+    let d = Daemon::with_driver("qemu", &["--vm-templates"]);
+    let pod = |name: &str, n: u32| {
+        d.podfile(&format!("{name}.json"), &json!({"id": name, "resource": {"vcpu": 1, "memory": 128},
+            "containers": [{"image": "busybox", "command": ["sleep", (100000 + n).to_string()]}]}))
+    };
+    for (i, name) in ["t1", "t2"].iter().enumerate() {
+        d.ok(&["run", "-d", &pod(name, i as u32)]);
+        assert_eq!(d.inspect(name)["sandbox"]["details"]["boot"], "template", "{}", d.inspect(name));
+    }
+    let templates = d.entries("vm-templates");
+    assert_eq!(templates.len(), 1, "one template for one shape: {templates:?}");
+    assert!(no_template_qemu(), "the QEMU that made the template is gone");
+
+    let random = |p: &str| d.sh(p, "head -c 16 /dev/urandom | od -An -tx1").trim().to_string();
+    assert_ne!(random("t1"), random("t2"), "two VMs restored from one template draw different random numbers");
+    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let guest_now: i64 = d.sh("t2", "date +%s").trim().parse().unwrap();
+    assert!((guest_now - host_now).abs() < 10, "the guest's clock is the host's: {guest_now} vs {host_now}");
+    for p in ["t1", "t2"] {
+        let sb = &d.inspect(p)["sandbox"]["details"];
+        assert_eq!(d.sh(p, "cat /sys/class/net/eth0/address").trim(), sb["mac"].as_str().unwrap(), "{p} has its own MAC");
+        assert!(d.sh(p, "ip -4 addr show eth0").contains(sb["ip"].as_str().unwrap()), "{p} has its own address");
+    }
+    let t2_ip = d.inspect("t2")["sandbox"]["details"]["ip"].as_str().unwrap().to_string();
+    d.sh("t1", &format!("ping -c 1 -W 5 {t2_ip}"));
+
+    // stop, start (restored again), replace in the restored VM
+    d.ok(&["stop", "t1"]);
+    d.ok(&["start", "t1"]);
+    assert_eq!(d.inspect("t1")["sandbox"]["details"]["boot"], "template");
+    let qemu_pid = d.inspect("t1")["sandbox"]["pid"].clone();
+    d.ok(&["create", "-p", &pod("t3", 3)]);
+    d.ok(&["replace", "-o", "t1", "-n", "t3"]);
+    assert_eq!(d.inspect("t3")["sandbox"]["pid"], qemu_pid);
+    assert_eq!(d.sh("t3", "echo replaced").trim(), "replaced");
+
+    // A template QEMU cannot load: the start boots instead and works; the template is made again next time.
+    std::fs::write(d.root.join("vm-templates").join(&templates[0]).join("state"), b"not a VM state").unwrap();
+    d.ok(&["run", "-d", &pod("t4", 4)]);
+    assert_eq!(d.inspect("t4")["sandbox"]["details"]["boot"], "boot");
+    assert_eq!(d.sh("t4", "echo booted").trim(), "booted");
+    d.ok(&["run", "-d", &pod("t5", 5)]);
+    assert_eq!(d.inspect("t5")["sandbox"]["details"]["boot"], "template");
+
+    let sandboxes: Vec<String> = ["t2", "t3", "t4", "t5"].iter().map(|p| d.inspect(p)["sandbox"]["id"].as_str().unwrap().to_string()).collect();
+    d.ok(&["rm", "-f", "t1", "t2", "t3", "t4", "t5"]);
+    for sb in &sandboxes {
+        assert!(wait_until(Duration::from_secs(10), || sandbox_processes(sb).is_empty()), "{sb} left processes");
+    }
+    assert!(no_template_qemu());
+    assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
+}
+
+/// No QEMU making a template is running.
+fn no_template_qemu() -> bool {
+    !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("hyper-template-"))
+    })
+}

@@ -56,6 +56,7 @@ impl Daemon {
                     accel: config.accel,
                     kernel_append: config.kernel_append.clone(),
                     tcg_tb_size_mib: config.tcg_tb_size_mib,
+                    template_dir: config.template_dir.clone(),
                 })
                 .context("the qemu driver")?;
                 // A guest under emulation on a busy host can take a while to boot.

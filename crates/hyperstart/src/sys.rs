@@ -412,3 +412,31 @@ pub fn move_mount(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     })
     .map(|_| ())
 }
+
+/// Sets the wall clock (`CLOCK_REALTIME`) to `ns` nanoseconds since the epoch.
+pub fn set_realtime(ns: u64) -> io::Result<()> {
+    let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long };
+    // SAFETY: a valid timespec, read by the kernel during the call.
+    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) }).map(|_| ())
+}
+
+/// Mixes `bytes` into the kernel's random pool, credited as entropy, and makes the generator reseed from it
+/// now (`RNDADDENTROPY`, then `RNDRESEEDCRNG`).
+pub fn add_entropy(bytes: &[u8]) -> io::Result<()> {
+    // <linux/random.h>: _IOW('R', 0x03, int[2]) and _IO('R', 0x07).
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+    let f = std::fs::OpenOptions::new().write(true).open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info: Vec<u8> = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(bytes);
+    // SAFETY: `info` is a rand_pool_info of `bytes.len()` bytes, alive during the call; RNDRESEEDCRNG takes no
+    // argument.
+    unsafe {
+        check(libc::ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()))?;
+        check(libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG))?;
+    }
+    Ok(())
+}

@@ -69,6 +69,32 @@ pub fn boot() -> String {
     }
 }
 
+/// What the agent prints on the console once it waits for its host (the qemu driver saves templates then).
+pub const PARKED: &str = agent_proto::VM_PARKED_MARK;
+
+static SHARE_MOUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What a VM's agent does on each `hello`: mounts the host's share the first time, sets the clock from the
+/// host's when they differ by more than a second, and reseeds the kernel's random generator.
+pub fn hello(time_ns: Option<u64>, entropy: &[u8]) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    if !SHARE_MOUNTED.load(Ordering::Relaxed) {
+        m(SHARE_TAG, GUEST_SHARE, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
+        SHARE_MOUNTED.store(true, Ordering::Relaxed);
+        trace("share mounted");
+    }
+    if let Some(t) = time_ns {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        if now.abs_diff(t) > 1_000_000_000 {
+            sys::set_realtime(t).map_err(|e| format!("setting the clock: {e}"))?;
+        }
+    }
+    if !entropy.is_empty() {
+        sys::add_entropy(entropy).map_err(|e| format!("reseeding the random generator: {e}"))?;
+    }
+    Ok(())
+}
+
 static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// With `hyper.debug` on the kernel command line, prints an event (boot stages, requests) to the console with
@@ -111,12 +137,13 @@ fn boot_inner() -> Result<(), String> {
 
     sys::link_up("lo").map_err(|e| format!("bringing lo up: {e}"))?;
     trace("lo up");
-    m(SHARE_TAG, GUEST_SHARE, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
-    trace("share mounted");
     let port = find_port(agent_proto::VIRTIO_PORT_NAME, Duration::from_secs(10))?;
     trace(&format!("port {}", port.display()));
 
     std::fs::create_dir_all(WORK_DIR).map_err(|e| format!("creating {WORK_DIR}: {e}"))?;
+    // The host's share is mounted when the host first says hello, not now: QEMU cannot save a VM whose 9p
+    // share is mounted, and a template is saved right here. This line tells the host the guest got here.
+    eprintln!("{PARKED}");
     let mut a = Agent::new(Options { transport: Transport::Port(port), work: PathBuf::from(WORK_DIR) })
         .map_err(|e| format!("starting the agent: {e}"))?;
     a.run().map_err(|e| format!("agent loop: {e}"))

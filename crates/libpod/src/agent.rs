@@ -25,6 +25,19 @@ pub enum Inbound {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, AgentError>>>>>;
 
+/// The first request on every connection: the protocol version, the host's clock and fresh randomness
+/// (a VM restored from a template has the template's clock and random generator state).
+pub fn hello() -> Request {
+    let time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_nanos() as u64);
+    let mut entropy = vec![0u8; 32];
+    // SAFETY: getrandom writes at most entropy.len() bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(entropy.as_mut_ptr().cast(), entropy.len(), 0) };
+    if n != entropy.len() as isize {
+        entropy.clear();
+    }
+    Request::Hello { version: agent_proto::VERSION, time_ns, entropy }
+}
+
 /// A connection to an agent. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AgentClient {

@@ -201,11 +201,7 @@ impl Engine {
 
             // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
             // not when the agent timeout expires.
-            let (driver, probe) = (self.driver.clone(), state.clone());
-            let alive = move || driver.is_alive(&probe);
-            let (client, rx) = AgentClient::connect(&state.socket, self.cfg.agent_timeout, alive).await.map_err(PodError::Sandbox)?;
-
-            client.call_timeout(Request::Hello { version: agent_proto::VERSION }, self.cfg.agent_timeout).await.map_err(|e| agent_err("greeting the agent", e))?;
+            let (client, rx) = self.greet_agent(&state).await?;
             log::info!("sandbox {} ({}): agent ready {} ms after start", state.id, state.driver, t0.elapsed().as_millis());
 
             let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
@@ -226,6 +222,34 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Connects to a new sandbox's agent and says hello.
+    ///
+    /// A VM restored from a template can lose the first request of a connection that arrives while its agent
+    /// finds the port without a host (QEMU's virtio-serial and the guest's agent race over the news of the new
+    /// host); a new connection gets through. So a restored VM's hello is tried on a fresh connection after a
+    /// short wait, a few times.
+    async fn greet_agent(&self, state: &SandboxState) -> Result<(AgentClient, mpsc::UnboundedReceiver<crate::agent::Inbound>), PodError> {
+        let restored = state.details.get("boot").is_some_and(|b| b == "template");
+        let attempts = if restored { 5 } else { 1 };
+        for attempt in 1..=attempts {
+            // A restored agent answers within tens of ms; the last attempt waits as long as a boot may take.
+            let wait = if attempt < attempts { Duration::from_millis(300) } else { self.cfg.agent_timeout };
+            // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
+            // not when the agent timeout expires.
+            let (driver, probe) = (self.driver.clone(), state.clone());
+            let alive = move || driver.is_alive(&probe);
+            let (client, rx) = AgentClient::connect(&state.socket, self.cfg.agent_timeout, alive).await.map_err(PodError::Sandbox)?;
+            match client.call_timeout(crate::agent::hello(), wait).await {
+                Ok(_) => return Ok((client, rx)),
+                Err(e) if attempt < attempts && e.message.contains("did not answer") => {
+                    log::warn!("sandbox {}: no answer to hello on connection {attempt}, connecting again", state.id);
+                }
+                Err(e) => return Err(agent_err("greeting the agent", e)),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// Sets the pod up in its sandbox and starts its containers. The agent sets the pod up (hostname, network:
@@ -733,7 +757,7 @@ impl Engine {
         let (driver, probe) = (self.driver.clone(), sb.clone());
         let (client, rx) = AgentClient::connect(&sb.socket, Duration::from_secs(10), move || driver.is_alive(&probe)).await.map_err(PodError::Sandbox)?;
 
-        let state = match client.call_timeout(Request::Hello { version: agent_proto::VERSION }, Duration::from_secs(10)).await {
+        let state = match client.call_timeout(crate::agent::hello(), Duration::from_secs(10)).await {
             Ok(Reply::Hello { state, .. }) => state,
             Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
             Err(e) => return Err(agent_err("greeting the agent", e)),

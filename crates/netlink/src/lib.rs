@@ -209,6 +209,13 @@ impl Netlink {
         self.call(m)
     }
 
+    /// Sets a link's hardware address.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(index, 0, 0));
+        m.attr(IFLA_ADDRESS, &mac);
+        self.call(m)
+    }
+
     /// Renames a link (it must be down).
     pub fn set_name(&mut self, index: u32, name: &str) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(index, 0, 0));

@@ -149,6 +149,9 @@ pub struct Agent {
     shutdown: bool,
     port_backoff: Duration,
     next_port_try: Instant,
+    /// A host sent a request at least once: until then the port is tried every PORT_RETRY_MIN, so that a VM
+    /// restored from a template (saved while its agent waited for a host) connects at once.
+    ever_connected: bool,
 }
 
 /// Output not yet drained this long after a process exits no longer delays its exit event (a background child
@@ -182,6 +185,7 @@ impl Agent {
             shutdown: false,
             port_backoff: PORT_RETRY_MIN,
             next_port_try: Instant::now(),
+            ever_connected: false,
         })
     }
 
@@ -193,7 +197,9 @@ impl Agent {
                     // Without a host on the other side the port reads EOF at once: try again later, each time
                     // a little later, so an agent without a daemon costs (next to) nothing.
                     self.next_port_try = Instant::now() + self.port_backoff;
-                    self.port_backoff = (self.port_backoff * 2).min(PORT_RETRY_MAX);
+                    if self.ever_connected {
+                        self.port_backoff = (self.port_backoff * 2).min(PORT_RETRY_MAX);
+                    }
                     if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(p) {
                         let _ = sys::set_nonblocking(f.as_raw_fd(), true);
                         self.connected(OwnedFd::from(f));
@@ -389,6 +395,7 @@ impl Agent {
             Frame::Request(b) => {
                 crate::vm::trace("request");
                 self.port_backoff = PORT_RETRY_MIN;
+                self.ever_connected = true;
 
                 let (id, result) = match serde_json::from_slice::<RequestEnvelope>(&b) {
                     Ok(env) => (env.id, self.request(env.request)),
@@ -585,9 +592,12 @@ impl Agent {
 
     fn request(&mut self, r: Request) -> Result<Reply, AgentError> {
         match r {
-            Request::Hello { version } => {
+            Request::Hello { version, time_ns, entropy } => {
                 if version != agent_proto::VERSION {
                     return Err(err(K::Invalid, format!("protocol version {version} not supported (agent speaks {})", agent_proto::VERSION)));
+                }
+                if matches!(self.opts.transport, Transport::Port(_)) {
+                    crate::vm::hello(time_ns, &entropy).map_err(|e| err(K::Failed, e))?;
                 }
                 self.rewind();
                 Ok(Reply::Hello { version: agent_proto::VERSION, agent: env!("CARGO_PKG_VERSION").into(), state: self.state() })

@@ -13,6 +13,9 @@ fn exists_ok(r: std::io::Result<()>) -> std::io::Result<()> {
 
 /// Finds each interface by MAC address, names it, sets its MTU and address, brings it up and routes through
 /// its gateway. Configuring the same interface again (a `replace`) changes nothing.
+///
+/// A VM restored from a template has the template's MAC on its one network device: with a single interface
+/// wanted and no interface of that MAC, the only Ethernet interface takes the wanted MAC.
 pub fn configure(ifaces: &[Interface]) -> Result<(), String> {
     if ifaces.is_empty() {
         return Ok(());
@@ -20,10 +23,18 @@ pub fn configure(ifaces: &[Interface]) -> Result<(), String> {
     let mut nl = netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     for i in ifaces {
         let links = netlink::links();
-        let (name, index, _) = links
-            .iter()
-            .find(|(_, _, mac)| mac.eq_ignore_ascii_case(&i.mac))
-            .ok_or_else(|| format!("no network interface with MAC {} (have: {:?})", i.mac, links.iter().map(|l| &l.0).collect::<Vec<_>>()))?;
+        let found = links.iter().find(|(_, _, mac)| mac.eq_ignore_ascii_case(&i.mac));
+        // Ethernet devices only (a tunnel such as sit0 has no 6-byte address).
+        let others: Vec<_> = links.iter().filter(|(name, _, mac)| name != "lo" && netlink::parse_mac(mac).is_some_and(|m| m != [0; 6])).collect();
+        let (name, index, _) = match (found, others.as_slice()) {
+            (Some(l), _) => l,
+            (None, [only]) if ifaces.len() == 1 => {
+                let mac = netlink::parse_mac(&i.mac).ok_or_else(|| format!("invalid MAC {:?}", i.mac))?;
+                nl.set_mac(only.1, mac).map_err(|e| format!("setting the MAC of {} to {}: {e}", only.0, i.mac))?;
+                only
+            }
+            _ => return Err(format!("no network interface with MAC {} (have: {:?})", i.mac, links.iter().map(|l| &l.0).collect::<Vec<_>>())),
+        };
         let index = *index;
         if !i.name.is_empty() && *name != i.name {
             nl.set_name(index, &i.name).map_err(|e| format!("renaming {name} to {}: {e}", i.name))?;

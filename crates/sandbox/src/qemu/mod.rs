@@ -14,6 +14,7 @@
 
 pub mod accel;
 mod qmp;
+mod template;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -47,6 +48,19 @@ pub struct QemuDriver {
     tb_size_mib: u32,
     /// The kernel's version string, read once.
     kernel_version: Option<String>,
+    /// VM templates, when enabled.
+    templates: Option<template::Templates>,
+}
+
+/// How a QEMU process starts its guest.
+#[derive(Debug, Clone, Copy)]
+enum Boot<'a> {
+    /// Boots the kernel.
+    Cold,
+    /// Boots the kernel to make a template: its RAM is the file `mem`, written through; no host network.
+    MakeTemplate { mem: &'a Path },
+    /// Restores the template whose RAM is `mem` (mapped private: the file never changes).
+    Restore { mem: &'a Path },
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +73,8 @@ pub struct QemuOptions {
     pub kernel_append: String,
     /// TCG's translation cache per VM (MiB); ignored under KVM.
     pub tcg_tb_size_mib: u32,
+    /// Where VM templates are kept; None: every VM boots.
+    pub template_dir: Option<PathBuf>,
 }
 
 /// An idle VM keeps all of its translation cache resident. Measured with bench/run.sh vm (PSS of an idle pod
@@ -98,15 +114,28 @@ impl QemuDriver {
         log::info!("qemu driver: accelerator {}: {accel_reason}", accel.name());
         let cmdline = format!("{KERNEL_CMDLINE} {}", o.kernel_append).trim().to_string();
         let kernel_version = kernel_version(&o.kernel);
-        Ok(QemuDriver { qemu: o.qemu, kernel: o.kernel, initrd: o.initrd, accel, accel_reason, machine: "pc".into(), cmdline, tb_size_mib: o.tcg_tb_size_mib, kernel_version })
+        let templates = o.template_dir.map(template::Templates::new);
+        Ok(QemuDriver {
+            qemu: o.qemu,
+            kernel: o.kernel,
+            initrd: o.initrd,
+            accel,
+            accel_reason,
+            machine: "pc".into(),
+            cmdline,
+            tb_size_mib: o.tcg_tb_size_mib,
+            kernel_version,
+            templates,
+        })
     }
 
     pub fn accel(&self) -> Accel {
         self.accel
     }
 
-    /// Makes the share a private mount, plugs the tap and starts QEMU; returns its pid and start time.
-    fn launch(&self, cfg: &SandboxConfig, share: &Path) -> Result<(i32, u64), SandboxError> {
+    /// Makes the share a private mount, plugs the tap and starts QEMU, restoring a template when there is one
+    /// (and booting when the restore fails); returns its pid, start time and how the guest started.
+    fn launch(&self, cfg: &SandboxConfig, share: &Path) -> Result<(i32, u64, &'static str), SandboxError> {
         // The share directory is a private mount of its own: what the driver mounts in it goes nowhere else.
         sys::mount(&share.display().to_string(), share, None, libc::MS_BIND, None)
             .and_then(|_| sys::propagation(share, libc::MS_PRIVATE))
@@ -115,9 +144,38 @@ impl QemuDriver {
             netlink::create_tap(&nic.host_if).map_err(io_err(format!("creating tap {}", nic.host_if)))?;
             crate::plug(nic)?;
         }
+        if let Some(t) = &self.templates {
+            match t.get(self, cfg) {
+                Ok(tpl) => match self.restore(cfg, &tpl) {
+                    Ok((pid, start)) => return Ok((pid, start, "template")),
+                    Err(e) => {
+                        log::warn!("sandbox {}: restoring template {} failed, booting instead: {e}", cfg.id, tpl.dir.display());
+                        t.discard(&tpl);
+                    }
+                },
+                Err(e) => log::warn!("sandbox {}: no VM template, booting: {e}", cfg.id),
+            }
+        }
+        let (pid, start) = self.spawn(cfg, Boot::Cold)?;
+        Ok((pid, start, "boot"))
+    }
+
+    /// Starts QEMU restoring template `tpl`, and waits until the guest runs again.
+    fn restore(&self, cfg: &SandboxConfig, tpl: &template::Template) -> Result<(i32, u64), SandboxError> {
+        let (pid, start) = self.spawn(cfg, Boot::Restore { mem: &tpl.mem })?;
+        template::resume(&cfg.dir.join("qmp.sock"), &tpl.state, pid, start).inspect_err(|_| {
+            // SAFETY: kill has no memory arguments; this QEMU was started just now by us.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = gone_within(pid, start, Duration::from_secs(5));
+        })?;
+        Ok((pid, start))
+    }
+
+    /// Starts QEMU for the sandbox (or template) in `cfg.dir`.
+    fn spawn(&self, cfg: &SandboxConfig, boot: Boot) -> Result<(i32, u64), SandboxError> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(cfg.dir.join("qemu.log")).map_err(io_err("opening qemu.log"))?;
         let mut cmd = Command::new(&self.qemu);
-        cmd.args(self.args(cfg)).stdin(Stdio::null()).stdout(log.try_clone().map_err(io_err("dup log"))?).stderr(log);
+        cmd.args(self.args(cfg, boot)).stdin(Stdio::null()).stdout(log.try_clone().map_err(io_err("dup log"))?).stderr(log);
         // SAFETY: setsid in the forked child, async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -130,13 +188,21 @@ impl QemuDriver {
     }
 
     /// QEMU's command line for a sandbox.
-    pub fn args(&self, cfg: &SandboxConfig) -> Vec<String> {
+    fn args(&self, cfg: &SandboxConfig, boot: Boot) -> Vec<String> {
         let d = cfg.dir.display();
+        let mem = match boot {
+            Boot::Cold => None,
+            Boot::MakeTemplate { mem } => Some((mem, "share=on")),
+            Boot::Restore { mem } => Some((mem, "share=off")),
+        };
         let mut a: Vec<String> = vec![
             "-name".into(),
             format!("hyper-{}", cfg.id),
             "-machine".into(),
-            self.machine.clone(),
+            match mem {
+                None => self.machine.clone(),
+                Some(_) => format!("{},memory-backend=mem", self.machine),
+            },
             "-accel".into(),
             match self.accel {
                 Accel::Tcg => format!("tcg,tb-size={}", self.tb_size_mib),
@@ -180,16 +246,26 @@ impl QemuDriver {
             "-device".into(),
             format!("virtio-9p-pci,fsdev=share,mount_tag={}", agent_proto::SHARE_TAG),
 
-            "-device".into(),
-            "virtio-balloon-pci,free-page-reporting=on".into(),
         ]);
+        match mem {
+            None => a.extend(["-device".into(), "virtio-balloon-pci,free-page-reporting=on".into()]),
+            // No balloon with templates: QEMU 7.2 discards a reported page by punching a hole in the RAM's
+            // file, even in a private mapping (the template's), and the next restore would read zeros there.
+            Some((path, how)) => a.extend([
+                "-object".into(),
+                format!("memory-backend-file,id=mem,size={}M,mem-path={},{how}", cfg.memory_mb, path.display()),
+            ]),
+        }
+        if let Boot::Restore { .. } = boot {
+            a.extend(["-incoming".into(), "defer".into()]);
+        }
         if let Some(nic) = &cfg.nic {
-            a.extend([
-                "-netdev".into(),
-                format!("tap,id=net0,ifname={},script=no,downscript=no", nic.host_if),
-                "-device".into(),
-                format!("virtio-net-pci,netdev=net0,mac={}", nic.mac),
-            ]);
+            let netdev = match boot {
+                // A template never configures its network: a hub port that leads nowhere stands in.
+                Boot::MakeTemplate { .. } => "hubport,id=net0,hubid=0".to_string(),
+                _ => format!("tap,id=net0,ifname={},script=no,downscript=no", nic.host_if),
+            };
+            a.extend(["-netdev".into(), netdev, "-device".into(), format!("virtio-net-pci,netdev=net0,mac={}", nic.mac)]);
         }
         a
     }
@@ -217,6 +293,7 @@ impl Driver for QemuDriver {
             ("QEMU".into(), self.qemu.display().to_string()),
             ("Accelerator".into(), self.accel.name().into()),
             ("Accelerator reason".into(), self.accel_reason.clone()),
+            ("VM templates".into(), self.templates.as_ref().map_or("off (every VM boots)".into(), |t| format!("on, in {}", t.dir().display()))),
         ]
     }
 
@@ -224,7 +301,7 @@ impl Driver for QemuDriver {
         let socket = crate::agent_socket(&cfg.dir)?;
         let share = cfg.dir.join("share");
         std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
-        let (pid, start_time) = self.launch(cfg, &share).inspect_err(|_| {
+        let (pid, start_time, how) = self.launch(cfg, &share).inspect_err(|_| {
             // Whatever step failed, nothing of the sandbox stays on the host.
             if let Some(nic) = &cfg.nic {
                 let _ = crate::unplug(&nic.host_if);
@@ -234,6 +311,7 @@ impl Driver for QemuDriver {
         })?;
         let mut details = BTreeMap::new();
         details.insert("accelerator".into(), self.accel.name().into());
+        details.insert("boot".into(), how.into());
         details.insert("log".into(), cfg.dir.join("console.log").display().to_string());
         details.insert("hypervisor_log".into(), cfg.dir.join("qemu.log").display().to_string());
 
@@ -295,10 +373,10 @@ impl Driver for QemuDriver {
         if process_alive(s.pid, s.start_time) {
             // Ask QEMU to quit; if it does not within a moment, kill it.
             let _ = qmp::quit(&s.dir.join("qmp.sock"), Duration::from_millis(500));
-            if !gone_within(s, Duration::from_secs(3)) {
+            if !gone_within(s.pid, s.start_time, Duration::from_secs(3)) {
                 // SAFETY: kill has no memory arguments; the pid was checked against its start time.
                 unsafe { libc::kill(s.pid, libc::SIGKILL) };
-                if !gone_within(s, Duration::from_secs(5)) {
+                if !gone_within(s.pid, s.start_time, Duration::from_secs(5)) {
                     errors.push(format!("QEMU {} did not die", s.pid));
                 }
             }
@@ -308,10 +386,10 @@ impl Driver for QemuDriver {
     }
 }
 
-/// Whether QEMU of `s` is gone, waiting up to `limit`.
-fn gone_within(s: &SandboxState, limit: Duration) -> bool {
+/// Whether process `pid` (started at `start`) is gone, waiting up to `limit`.
+fn gone_within(pid: i32, start: u64, limit: Duration) -> bool {
     let end = Instant::now() + limit;
-    while process_alive(s.pid, s.start_time) {
+    while process_alive(pid, start) {
         if Instant::now() >= end {
             return false;
         }
