@@ -54,38 +54,47 @@ for i in range(RUNS):
     p.kill(); p.wait()
 
 work = tempfile.mkdtemp(prefix="hyper-bench-vm-")
-root, sock = f"{work}/root", f"{work}/hyper.sock"
-env = dict(os.environ, HYPER_HOST=f"unix://{sock}")
-def hyper(*a, check=True): return subprocess.run([f"{BIN}/hyper", *a], env=env, check=check, capture_output=True, text=True)
-log = open(f"{work}/hyperd.log", "w")
-d = subprocess.Popen([f"{BIN}/hyperd", "--root", root, "--socket", sock, "--driver", "qemu", "--kernel", KERNEL, "--initrd", INITRD, *os.environ.get("HYPERD_ARGS", "").split()], stderr=log)
+pod = lambda n: {"id": n, "resource": {"vcpu": 1, "memory": 128}, "containers": [
+    {"name": "a", "image": "busybox", "command": ["sleep", "100000"]},
+    {"name": "b", "image": "busybox", "command": ["sleep", "100001"]}]}
+daemons = []
 
-try:
+def daemon(name, *args):
+    """A hyperd of its own (root, socket, log, bridge); returns a function running the hyper CLI against it."""
+    env = dict(os.environ, HYPER_HOST=f"unix://{work}/{name}.sock")
+    def hyper(*a, check=True): return subprocess.run([f"{BIN}/hyper", *a], env=env, check=check, capture_output=True, text=True)
+    log = open(f"{work}/{name}.log", "w")
+    daemons.append(subprocess.Popen([f"{BIN}/hyperd", "--root", f"{work}/{name}", "--socket", f"{work}/{name}.sock", "--driver", "qemu",
+                                     "--kernel", KERNEL, "--initrd", INITRD, *args, *os.environ.get("HYPERD_ARGS", "").split()], stderr=log))
     for _ in range(200):
         if hyper("version", check=False).returncode == 0: break
         time.sleep(0.05)
     hyper("load", "-i", f"{FIXTURES}/busybox.tar")
-    pod = lambda n: {"id": n, "resource": {"vcpu": 1, "memory": 128}, "containers": [
-        {"name": "a", "image": "busybox", "command": ["sleep", "100000"]},
-        {"name": "b", "image": "busybox", "command": ["sleep", "100001"]}]}
+    return hyper
+
+def measure(hyper, tag):
+    """Medians of `run -d` (+ rm) and of `replace` between two pods, and the PSS of the idle VM after them."""
     runs = []
     for i in range(RUNS):
-        pf = f"{work}/r{i}.json"; json.dump(pod(f"r{i}"), open(pf, "w"))
+        pf = f"{work}/{tag}r{i}.json"; json.dump(pod(f"{tag}r{i}"), open(pf, "w"))
         t = time.monotonic(); hyper("run", "-d", pf); runs.append(time.monotonic() - t)
-        hyper("rm", "-f", f"r{i}")
-    # 2. replace
-    for n in ("ra", "rb"):
-        pf = f"{work}/{n}.json"; json.dump(pod(n), open(pf, "w")); hyper("create", "-p", pf)
-    hyper("start", "ra")
-    reps, cur, other = [], "ra", "rb"
+        hyper("rm", "-f", f"{tag}r{i}")
+    for n in ("a", "b"):
+        pf = f"{work}/{tag}{n}.json"; json.dump(pod(f"{tag}{n}"), open(pf, "w")); hyper("create", "-p", pf)
+    hyper("start", f"{tag}a")
+    reps, cur, other = [], f"{tag}a", f"{tag}b"
     for i in range(RUNS):
         t = time.monotonic(); hyper("replace", "-o", cur, "-n", other); reps.append(time.monotonic() - t)
         cur, other = other, cur
-    # 3. an idle pod's memory
     time.sleep(5)
-    qpid = json.loads(hyper("inspect", cur).stdout)["sandbox"]["pid"]
-    qemu_pss = pss(qpid)
-    hyper("rm", "-f", "ra", "rb")
+    idle = pss(json.loads(hyper("inspect", cur).stdout)["sandbox"]["pid"])
+    hyper("rm", "-f", f"{tag}a", f"{tag}b")
+    return med(runs), med(reps), idle
+
+try:
+    # 1-3. booting VMs
+    hyper = daemon("boot")
+    r, rp, qemu_pss = measure(hyper, "x")
     # 4. density: four idle pods side by side share QEMU's code pages; PSS splits them fairly.
     many = []
     for i in range(4):
@@ -94,46 +103,17 @@ try:
     for i in range(4):
         many.append(pss(json.loads(hyper("inspect", f"m{i}").stdout)["sandbox"]["pid"]))
         hyper("rm", "-f", f"m{i}")
-    log.flush()
-    ready = [int(m) for m in re.findall(r"agent ready (\d+) ms after start", open(f"{work}/hyperd.log").read())]
+    ready = [int(m) for m in re.findall(r"agent ready (\d+) ms after start", open(f"{work}/boot.log").read())]
 
-    # 5. the same runs with --vm-templates: the first run of the shape makes the template (not counted).
-    troot, tsock = f"{work}/troot", f"{work}/t.sock"
-    tenv = dict(os.environ, HYPER_HOST=f"unix://{tsock}")
-    def thyper(*a, check=True): return subprocess.run([f"{BIN}/hyper", *a], env=tenv, check=check, capture_output=True, text=True)
-    tlog = open(f"{work}/hyperd-t.log", "w")
-    td = subprocess.Popen([f"{BIN}/hyperd", "--root", troot, "--socket", tsock, "--driver", "qemu", "--kernel", KERNEL, "--initrd", INITRD,
-                           "--vm-templates", "--bridge", "hypert0", "--pod-cidr", "10.231.0.0/24", *os.environ.get("HYPERD_ARGS", "").split()], stderr=tlog)
-    try:
-        for _ in range(200):
-            if thyper("version", check=False).returncode == 0: break
-            time.sleep(0.05)
-        thyper("load", "-i", f"{FIXTURES}/busybox.tar")
-        pf = f"{work}/tw.json"; json.dump(pod("tw"), open(pf, "w"))
-        t = time.monotonic(); thyper("run", "-d", pf); tmake = time.monotonic() - t
-        thyper("rm", "-f", "tw")
-        truns = []
-        for i in range(RUNS):
-            pf = f"{work}/t{i}.json"; json.dump(pod(f"t{i}"), open(pf, "w"))
-            t = time.monotonic(); thyper("run", "-d", pf); truns.append(time.monotonic() - t)
-            thyper("rm", "-f", f"t{i}")
-        # replace inside a restored VM
-        for n in ("ta", "tb"):
-            pf = f"{work}/{n}.json"; json.dump(pod(n), open(pf, "w")); thyper("create", "-p", pf)
-        thyper("start", "ta")
-        treps, cur, other = [], "ta", "tb"
-        for i in range(RUNS):
-            t = time.monotonic(); thyper("replace", "-o", cur, "-n", other); treps.append(time.monotonic() - t)
-            cur, other = other, cur
-        time.sleep(5)
-        tpss = pss(json.loads(thyper("inspect", cur).stdout)["sandbox"]["pid"])
-        thyper("rm", "-f", "ta", "tb")
-        tlog.flush()
-        retries = open(f"{work}/hyperd-t.log").read().count("connecting again")
-    finally:
-        td.terminate(); td.wait()
+    # 5. the same with --vm-templates; the first run of the shape makes the template (not counted).
+    thyper = daemon("tpl", "--vm-templates", "--bridge", "hypert0", "--pod-cidr", "10.231.0.0/24")
+    pf = f"{work}/tw.json"; json.dump(pod("tw"), open(pf, "w"))
+    t = time.monotonic(); thyper("run", "-d", pf); tmake = time.monotonic() - t
+    thyper("rm", "-f", "tw")
+    tr, trp, tpss = measure(thyper, "t")
+    retries = open(f"{work}/tpl.log").read().count("connecting again")
 
-    f, r, rp = med(floor), med(runs), med(reps)
+    f = med(floor)
     print(f"qemu driver, TCG, 1 vCPU, 128 MiB, guest kernel {kernel_size(KERNEL)}, initrd {os.path.getsize(INITRD)/1e6:.2f} MB; medians of {RUNS}")
     print("| | time |")
     print("|---|---|")
@@ -145,7 +125,6 @@ try:
     print(f"| ratio replace / run | {rp/r:.3f} | goal <= 0.10 (Hyper: 0.40)")
     print(f"| PSS of an idle 128 MiB VM pod's QEMU | {qemu_pss/1e6:.1f} MB | goal <= 60 MB under TCG")
     print(f"| same, mean of 4 idle pods running side by side | {sum(many)/len(many)/1e6:.1f} MB |")
-    tr, trp = med(truns), med(treps)
     print()
     print(f"With --vm-templates (template made by the first run: {tmake*1000:.0f} ms; hellos retried on a new connection: {retries})")
     print("| | time |")
@@ -157,5 +136,6 @@ try:
     print(f"| PSS of an idle 128 MiB VM pod's QEMU | {tpss/1e6:.1f} MB |")
 
 finally:
-    d.terminate(); d.wait()
+    for d in daemons:
+        d.terminate(); d.wait()
     shutil.rmtree(work, ignore_errors=True)

@@ -201,7 +201,9 @@ impl Engine {
 
             // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
             // not when the agent timeout expires.
-            let (client, rx) = self.greet_agent(&state).await?;
+            let restored = state.details.get("boot").is_some_and(|b| b == "template");
+            // A restored agent answers within tens of ms.
+            let (client, rx, _) = self.greet_agent(&state, restored.then_some(Duration::from_millis(300)), self.cfg.agent_timeout).await?;
             log::info!("sandbox {} ({}): agent ready {} ms after start", state.id, state.driver, t0.elapsed().as_millis());
 
             let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
@@ -224,32 +226,34 @@ impl Engine {
         }
     }
 
-    /// Connects to a new sandbox's agent and says hello.
+    /// Connects to a sandbox's agent and says hello; returns the client, the agent's inbound messages and its
+    /// hello reply.
     ///
-    /// A VM restored from a template can lose the first request of a connection that arrives while its agent
-    /// finds the port without a host (QEMU's virtio-serial and the guest's agent race over the news of the new
-    /// host); a new connection gets through. So a restored VM's hello is tried on a fresh connection after a
-    /// short wait, a few times.
-    async fn greet_agent(&self, state: &SandboxState) -> Result<(AgentClient, mpsc::UnboundedReceiver<crate::agent::Inbound>), PodError> {
-        let restored = state.details.get("boot").is_some_and(|b| b == "template");
-        let attempts = if restored { 5 } else { 1 };
-        for attempt in 1..=attempts {
-            // A restored agent answers within tens of ms; the last attempt waits as long as a boot may take.
-            let wait = if attempt < attempts { Duration::from_millis(300) } else { self.cfg.agent_timeout };
+    /// A VM's agent can lose the first request of a connection made while it finds its port without a host
+    /// (QEMU's virtio-serial and the guest race over the news of the new host; a new connection gets through).
+    /// That happens to a VM restored from a template, and to a running VM whose daemon comes back. There the
+    /// hello is tried again on a fresh connection, `retry` apart, until `limit`. A booting VM's agent opens its
+    /// port long after the daemon connected, so it is not exposed.
+    async fn greet_agent(&self, state: &SandboxState, retry: Option<Duration>, limit: Duration) -> Result<(AgentClient, mpsc::UnboundedReceiver<crate::agent::Inbound>, Reply), PodError> {
+        let end = tokio::time::Instant::now() + limit;
+        let mut attempt = 1;
+        loop {
             // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
             // not when the agent timeout expires.
             let (driver, probe) = (self.driver.clone(), state.clone());
             let alive = move || driver.is_alive(&probe);
-            let (client, rx) = AgentClient::connect(&state.socket, self.cfg.agent_timeout, alive).await.map_err(PodError::Sandbox)?;
+            let (client, rx) = AgentClient::connect(&state.socket, limit, alive).await.map_err(PodError::Sandbox)?;
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            let wait = retry.map_or(left, |r| r.min(left));
             match client.call_timeout(crate::agent::hello(), wait).await {
-                Ok(_) => return Ok((client, rx)),
-                Err(e) if attempt < attempts && e.message.contains("did not answer") => {
+                Ok(reply) => return Ok((client, rx, reply)),
+                Err(e) if retry.is_some() && tokio::time::Instant::now() < end && e.message.contains("did not answer") => {
                     log::warn!("sandbox {}: no answer to hello on connection {attempt}, connecting again", state.id);
+                    attempt += 1;
                 }
                 Err(e) => return Err(agent_err("greeting the agent", e)),
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Sets the pod up in its sandbox and starts its containers. The agent sets the pod up (hostname, network:
@@ -754,13 +758,12 @@ impl Engine {
         if !self.driver.is_alive(&sb) {
             return Err(PodError::Sandbox(format!("the sandbox ({} pid {}) is gone", sb.driver, sb.pid)));
         }
-        let (driver, probe) = (self.driver.clone(), sb.clone());
-        let (client, rx) = AgentClient::connect(&sb.socket, Duration::from_secs(10), move || driver.is_alive(&probe)).await.map_err(PodError::Sandbox)?;
-
-        let state = match client.call_timeout(crate::agent::hello(), Duration::from_secs(10)).await {
-            Ok(Reply::Hello { state, .. }) => state,
-            Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
-            Err(e) => return Err(agent_err("greeting the agent", e)),
+        // A VM's agent that lost its daemon retries its port up to every 500 ms.
+        let retry = (sb.driver == "qemu").then_some(Duration::from_secs(1));
+        let (client, rx, reply) = self.greet_agent(&sb, retry, Duration::from_secs(10)).await?;
+        let state = match reply {
+            Reply::Hello { state, .. } => state,
+            other => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
         };
         let max_stream = state
             .containers

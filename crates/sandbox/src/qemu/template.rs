@@ -46,6 +46,12 @@ fn err(msg: impl Into<String>) -> SandboxError {
 
 impl Templates {
     pub fn new(dir: PathBuf) -> Templates {
+        // Half-made templates of a daemon that died while making them.
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(".tmp-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         Templates { dir, making: Mutex::new(()) }
     }
 
