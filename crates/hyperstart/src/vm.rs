@@ -69,9 +69,6 @@ pub fn boot() -> String {
     }
 }
 
-/// What the agent prints on the console once it waits for its host (the qemu driver saves templates then).
-pub const PARKED: &str = agent_proto::VM_PARKED_MARK;
-
 static SHARE_MOUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What a VM's agent does on each `hello`: mounts the host's share the first time, sets the clock from the
@@ -143,7 +140,7 @@ fn boot_inner() -> Result<(), String> {
     std::fs::create_dir_all(WORK_DIR).map_err(|e| format!("creating {WORK_DIR}: {e}"))?;
     // The host's share is mounted when the host first says hello, not now: QEMU cannot save a VM whose 9p
     // share is mounted, and a template is saved right here. This line tells the host the guest got here.
-    eprintln!("{PARKED}");
+    eprintln!("{}", agent_proto::VM_PARKED_MARK);
     let mut a = Agent::new(Options { transport: Transport::Port(port), work: PathBuf::from(WORK_DIR) })
         .map_err(|e| format!("starting the agent: {e}"))?;
     a.run().map_err(|e| format!("agent loop: {e}"))

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use agent_proto::{ProcessConfig, Resolved};
@@ -19,14 +19,8 @@ pub struct HostRoot {
 
 impl HostRoot {
     pub fn open(dir: &Path) -> std::io::Result<HostRoot> {
-        let c = CString::new(dir.as_os_str().as_bytes())?;
-        // SAFETY: a valid C string; the descriptor is checked and owned below.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        Ok(HostRoot { root: unsafe { OwnedFd::from_raw_fd(fd) } })
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir)?;
+        Ok(HostRoot { root: f.into() })
     }
 
     /// Opens `path` inside the root, following symlinks within it.
@@ -100,6 +94,7 @@ pub fn resolve(dir: &Path, p: &ProcessConfig) -> Option<Resolved> {
 mod tests {
     use super::*;
     use passwd::RootFs;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn reads_inside_the_root_only() {

@@ -163,11 +163,7 @@ impl QemuDriver {
     /// Starts QEMU restoring template `tpl`, and waits until the guest runs again.
     fn restore(&self, cfg: &SandboxConfig, tpl: &template::Template) -> Result<(i32, u64), SandboxError> {
         let (pid, start) = self.spawn(cfg, Boot::Restore { mem: &tpl.mem })?;
-        template::resume(&cfg.dir.join("qmp.sock"), &tpl.state, pid, start).inspect_err(|_| {
-            // SAFETY: kill has no memory arguments; this QEMU was started just now by us.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = gone_within(pid, start, Duration::from_secs(5));
-        })?;
+        template::resume(&cfg.dir.join("qmp.sock"), &tpl.state, pid, start).inspect_err(|_| kill_spawned(pid, start))?;
         Ok((pid, start))
     }
 
@@ -245,7 +241,6 @@ impl QemuDriver {
             format!("local,id=share,path={d}/share,security_model=passthrough,multidevs=remap"),
             "-device".into(),
             format!("virtio-9p-pci,fsdev=share,mount_tag={}", agent_proto::SHARE_TAG),
-
         ]);
         match mem {
             None => a.extend(["-device".into(), "virtio-balloon-pci,free-page-reporting=on".into()]),
@@ -372,7 +367,7 @@ impl Driver for QemuDriver {
         let mut errors = Vec::new();
         if process_alive(s.pid, s.start_time) {
             // Ask QEMU to quit; if it does not within a moment, kill it.
-            let _ = qmp::quit(&s.dir.join("qmp.sock"), Duration::from_millis(500));
+            let _ = qmp::Qmp::connect(&s.dir.join("qmp.sock"), Duration::from_millis(500)).and_then(|mut q| q.execute("quit", None));
             if !gone_within(s.pid, s.start_time, Duration::from_secs(3)) {
                 // SAFETY: kill has no memory arguments; the pid was checked against its start time.
                 unsafe { libc::kill(s.pid, libc::SIGKILL) };
@@ -383,6 +378,15 @@ impl Driver for QemuDriver {
         }
         errors.extend(umount_all(&s.dir));
         crate::finish_destroy(s, errors)
+    }
+}
+
+/// Kills a QEMU this driver started a moment ago (a failed restore, a template once saved) and waits for it.
+fn kill_spawned(pid: i32, start: u64) {
+    if process_alive(pid, start) {
+        // SAFETY: kill has no memory arguments; the pid was checked against its start time.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = gone_within(pid, start, Duration::from_secs(5));
     }
 }
 

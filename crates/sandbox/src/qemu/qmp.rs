@@ -9,22 +9,6 @@ use serde_json::Value;
 
 use crate::SandboxError;
 
-/// Sends `quit` over QMP.
-pub fn quit(socket: &Path, timeout: Duration) -> std::io::Result<()> {
-    let s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut r = BufReader::new(s.try_clone()?);
-    let mut line = String::new();
-    r.read_line(&mut line)?; // greeting
-    let mut w = s;
-    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
-    line.clear();
-    r.read_line(&mut line)?;
-    w.write_all(b"{\"execute\":\"quit\"}\n")?;
-    Ok(())
-}
-
 /// A QMP session in command mode.
 pub struct Qmp {
     r: BufReader<UnixStream>,

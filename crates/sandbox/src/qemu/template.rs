@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Boot, QemuDriver, gone_within, qmp};
+use super::{Boot, QemuDriver, kill_spawned, qmp};
 use crate::{Nic, SandboxConfig, SandboxError, process_alive};
 
 /// How long a template's boot may take, and its save.
@@ -115,11 +115,7 @@ fn make(d: &QemuDriver, cfg: &SandboxConfig, dir: &Path) -> Result<(), SandboxEr
     let mem = dir.join("mem");
     let (pid, start) = d.spawn(&tcfg, Boot::MakeTemplate { mem: &mem })?;
     let saved = save(dir, pid, start);
-    if process_alive(pid, start) {
-        // SAFETY: kill has no memory arguments; this QEMU was started just now by us.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = gone_within(pid, start, Duration::from_secs(5));
-    }
+    kill_spawned(pid, start);
     saved?;
     for f in ["qmp.sock", "agent.sock"] {
         let _ = std::fs::remove_file(dir.join(f));
@@ -146,7 +142,7 @@ fn save(dir: &Path, pid: i32, start: u64) -> Result<(), SandboxError> {
     }
     let mut q = qmp::Qmp::connect(&dir.join("qmp.sock"), SAVE_TIMEOUT)?;
     q.execute("stop", None)?;
-    q.execute("migrate-set-capabilities", Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})))?;
+    ignore_shared(&mut q)?;
     q.execute("migrate", Some(json!({"uri": format!("exec:cat > {}", shell_quote(&dir.join("state")))})))?;
     let end = Instant::now() + SAVE_TIMEOUT;
     loop {
@@ -167,7 +163,7 @@ fn save(dir: &Path, pid: i32, start: u64) -> Result<(), SandboxError> {
 /// Loads a template's state into a QEMU started with `-incoming defer` and lets the guest run.
 pub fn resume(qmp_sock: &Path, state: &Path, pid: i32, start: u64) -> Result<(), SandboxError> {
     let mut q = qmp::Qmp::connect(qmp_sock, RESTORE_TIMEOUT)?;
-    q.execute("migrate-set-capabilities", Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})))?;
+    ignore_shared(&mut q)?;
     q.execute("migrate-incoming", Some(json!({"uri": format!("exec:cat {}", shell_quote(state))})))?;
     let end = Instant::now() + RESTORE_TIMEOUT;
     loop {
@@ -185,6 +181,11 @@ pub fn resume(qmp_sock: &Path, state: &Path, pid: i32, start: u64) -> Result<(),
             other => return Err(err(format!("the restored VM is {}", other.unwrap_or("in an unknown state")))),
         }
     }
+}
+
+/// The RAM stays out of the migration stream (it is the template's file), on both sides.
+fn ignore_shared(q: &mut qmp::Qmp) -> Result<(), SandboxError> {
+    q.execute("migrate-set-capabilities", Some(json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}))).map(|_| ())
 }
 
 /// `p` as one word for /bin/sh (QEMU runs `exec:` URIs through it).
