@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Build the guest kernel from Debian's linux-source-6.1 with guest/kernel.config merged over tinyconfig.
+# Build the guest kernel from Debian's linux-source-6.1 with guest/patches/*.patch applied and
+# guest/kernel.config merged over tinyconfig.
 # Outputs: vmlinux (uncompressed ELF, stripped: what the qemu driver boots, through its PVH entry point, with
 # no decompression, which under TCG takes as long as the rest of the boot) and vmlinuz (the same kernel as
 # a bzImage, for boot loaders that want one).
-# Cached: rebuilt only when the config fragment or the source tarball change.
+# Cached: rebuilt only when the config fragment, the patches or the source tarball change.
 # Usage: scripts/build-kernel.sh [OUTDIR]   (default: /var/cache/hyper/kernel)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-/var/cache/hyper/kernel}
 src_tar=/usr/src/linux-source-6.1.tar.xz
 frag=$here/guest/kernel.config
+patches=$(ls "$here"/guest/patches/*.patch 2>/dev/null || true)
+patches_key=$(cat /dev/null $patches | sha256sum | cut -c1-16)
 [ -f "$src_tar" ] || { echo "build-kernel: $src_tar missing (run scripts/setup.sh)" >&2; exit 1; }
-key=$( (sha256sum < "$frag"; stat -c '%s %Y' "$src_tar") | sha256sum | cut -c1-16)
+key=$( (sha256sum < "$frag"; echo "$patches_key"; stat -c '%s %Y' "$src_tar") | sha256sum | cut -c1-16)
 if [ -f "$out/vmlinuz" ] && [ -f "$out/vmlinux" ] && [ "$(cat "$out/key" 2>/dev/null)" = "$key" ]; then
   exit 0
 fi
 mkdir -p "$out"
 work=$out/build
-if [ ! -d "$work/linux-source-6.1" ]; then
+# A tree patched differently (or not at all) is unpacked afresh.
+if [ ! -d "$work/linux-source-6.1" ] || [ "$(cat "$work/patches" 2>/dev/null)" != "$patches_key" ]; then
   rm -rf "$work"; mkdir -p "$work"
   echo "build-kernel: unpacking $src_tar"
   tar -C "$work" -xf "$src_tar"
+  for p in $patches; do patch -d "$work/linux-source-6.1" -p1 -s < "$p"; done
+  echo "$patches_key" > "$work/patches"
 fi
 cd "$work/linux-source-6.1"
 make -s tinyconfig

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   # build
-  build-essential pkg-config libssl-dev bc bison flex libelf-dev cpio xz-utils
+  build-essential pkg-config libssl-dev bc bison flex libelf-dev cpio xz-utils patch
   # runtime: VMs, images, networking
   qemu-system-x86 busybox-static linux-source-6.1 iproute2 iptables nftables e2fsprogs erofs-utils
   # tests and baselines
