@@ -70,7 +70,7 @@ pub fn choose(req: AccelRequest, qemu: &Path, kernel: &Path, initrd: &Path) -> (
 fn probe(qemu: &Path, kernel: &Path, initrd: &Path, timeout: Duration) -> Result<Duration, String> {
     let start = Instant::now();
     let mut child = Command::new(qemu)
-        .args(["-machine", "pc,accel=kvm", "-cpu", "host", "-m", "128", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args(["-machine", &format!("{},accel=kvm", super::MACHINE), "-cpu", "host", "-m", "128", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio", "-kernel"])
         .arg(kernel)
         .arg("-initrd")
@@ -101,4 +101,20 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path, timeout: Duration) -> Result
     let _ = child.kill();
     let _ = child.wait();
     r.map(|_| start.elapsed()).map_err(|_| format!("no sign of life within {}s", timeout.as_secs()))
+}
+
+/// The host's TSC frequency in kHz, rounded to the MHz (so that it is the same at every daemon start: it is
+/// part of a VM template's key). A TCG guest's TSC counts at the host's rate, and on `microvm` the guest
+/// kernel has nothing to calibrate it against (no PIT calibration, HPET or ACPI PM timer): told nothing, it
+/// marks the TSC unstable, and about one boot in four hangs.
+pub fn host_tsc_khz() -> u64 {
+    fn tsc() -> u64 {
+        // SAFETY: RDTSC reads a counter; it touches no memory.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    let (c0, t0) = (tsc(), Instant::now());
+    std::thread::sleep(Duration::from_millis(50));
+    let (c1, t1) = (tsc(), Instant::now());
+    let khz = c1.wrapping_sub(c0) as f64 / (t1 - t0).as_secs_f64() / 1000.0;
+    (khz / 1000.0).round() as u64 * 1000
 }

@@ -9,7 +9,6 @@
 //!                             each overlay in it is a device of its own: QEMU remaps inode numbers):
 //!     <container>/rootfs        the container's overlay, mounted here on the host
 //!     vol-<pod>-<name>          volumes, bind-mounted here
-
 //! ```
 
 pub mod accel;
@@ -30,10 +29,14 @@ use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState,
 
 use agent_proto::GUEST_SHARE;
 
-/// The guest kernel's command line. `pci=noacpi acpi=noirq`: PCI interrupt routing through ACPI's AML
-/// interpreter costs ~200 ms per virtio device under emulation; the legacy routing tables QEMU provides work as
-/// well. ACPI tables are still read (they enumerate the vCPUs).
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t quiet loglevel=3 8250.nr_uarts=1 no_timer_check pci=noacpi acpi=noirq";
+/// QEMU's machine: `microvm`, a PC without PCI, firmware or legacy devices beyond a serial port, interrupt
+/// controllers and a clock. Its virtio devices sit on virtio-mmio transports that its ACPI tables list (as
+/// they list the vCPUs). Under TCG it boots the guest to /init ~150 ms sooner than `pc`, and probing the
+/// pod's four virtio devices costs ~30 ms instead of ~150 ms of PCI configuration cycles.
+pub const MACHINE: &str = "microvm";
+
+/// The guest kernel's command line (`pci=off`: the machine has no PCI bus to scan).
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=t quiet loglevel=3 8250.nr_uarts=1 no_timer_check pci=off";
 
 #[derive(Debug)]
 pub struct QemuDriver {
@@ -112,7 +115,12 @@ impl QemuDriver {
         }
         let (accel, accel_reason) = accel::choose(o.accel, &o.qemu, &o.kernel, &o.initrd);
         log::info!("qemu driver: accelerator {}: {accel_reason}", accel.name());
-        let cmdline = format!("{KERNEL_CMDLINE} {}", o.kernel_append).trim().to_string();
+        let mut cmdline = KERNEL_CMDLINE.to_string();
+        if accel == Accel::Tcg {
+            // microvm has no timer to calibrate the TSC against; under TCG the guest's TSC counts at the host's.
+            cmdline.push_str(&format!(" tsc_early_khz={}", accel::host_tsc_khz()));
+        }
+        let cmdline = format!("{cmdline} {}", o.kernel_append).trim().to_string();
         let kernel_version = kernel_version(&o.kernel);
         let templates = o.template_dir.map(template::Templates::new);
         Ok(QemuDriver {
@@ -121,7 +129,7 @@ impl QemuDriver {
             initrd: o.initrd,
             accel,
             accel_reason,
-            machine: "pc".into(),
+            machine: MACHINE.into(),
             cmdline,
             tb_size_mib: o.tcg_tb_size_mib,
             kernel_version,
@@ -204,9 +212,7 @@ impl QemuDriver {
                 Accel::Tcg => format!("tcg,tb-size={}", self.tb_size_mib),
                 Accel::Kvm => "kvm".into(),
             },
-
         ];
-
         if self.accel == Accel::Kvm {
             a.extend(["-cpu".into(), "host".into()]);
         }
@@ -226,13 +232,12 @@ impl QemuDriver {
             self.initrd.display().to_string(),
             "-append".into(),
             self.cmdline.clone(),
-
             "-serial".into(),
             format!("file:{d}/console.log"),
             "-qmp".into(),
             format!("unix:{d}/qmp.sock,server=on,wait=off"),
             "-device".into(),
-            "virtio-serial-pci,id=vser0".into(),
+            "virtio-serial-device,id=vser0".into(),
             "-chardev".into(),
             format!("socket,id=agent,path={d}/agent.sock,server=on,wait=off"),
             "-device".into(),
@@ -240,10 +245,10 @@ impl QemuDriver {
             "-fsdev".into(),
             format!("local,id=share,path={d}/share,security_model=passthrough,multidevs=remap"),
             "-device".into(),
-            format!("virtio-9p-pci,fsdev=share,mount_tag={}", agent_proto::SHARE_TAG),
+            format!("virtio-9p-device,fsdev=share,mount_tag={}", agent_proto::SHARE_TAG),
         ]);
         match mem {
-            None => a.extend(["-device".into(), "virtio-balloon-pci,free-page-reporting=on".into()]),
+            None => a.extend(["-device".into(), "virtio-balloon-device,free-page-reporting=on".into()]),
             // No balloon with templates: QEMU 7.2 discards a reported page by punching a hole in the RAM's
             // file, even in a private mapping (the template's), and the next restore would read zeros there.
             Some((path, how)) => a.extend([
@@ -260,7 +265,7 @@ impl QemuDriver {
                 Boot::MakeTemplate { .. } => "hubport,id=net0,hubid=0".to_string(),
                 _ => format!("tap,id=net0,ifname={},script=no,downscript=no", nic.host_if),
             };
-            a.extend(["-netdev".into(), netdev, "-device".into(), format!("virtio-net-pci,netdev=net0,mac={}", nic.mac)]);
+            a.extend(["-netdev".into(), netdev, "-device".into(), format!("virtio-net-device,netdev=net0,mac={}", nic.mac)]);
         }
         a
     }
@@ -283,9 +288,8 @@ impl Driver for QemuDriver {
     fn info(&self) -> Vec<(String, String)> {
         vec![
             ("Kernel".into(), format!("{} ({})", self.kernel.display(), self.kernel_version.as_deref().unwrap_or("unknown version"))),
-
             ("Initrd".into(), self.initrd.display().to_string()),
-            ("QEMU".into(), self.qemu.display().to_string()),
+            ("QEMU".into(), format!("{} (-machine {})", self.qemu.display(), self.machine)),
             ("Accelerator".into(), self.accel.name().into()),
             ("Accelerator reason".into(), self.accel_reason.clone()),
             ("VM templates".into(), self.templates.as_ref().map_or("off (every VM boots)".into(), |t| format!("on, in {}", t.dir().display()))),
@@ -309,7 +313,6 @@ impl Driver for QemuDriver {
         details.insert("boot".into(), how.into());
         details.insert("log".into(), cfg.dir.join("console.log").display().to_string());
         details.insert("hypervisor_log".into(), cfg.dir.join("qemu.log").display().to_string());
-
         details.insert("qmp".into(), cfg.dir.join("qmp.sock").display().to_string());
         details.insert("vcpu".into(), cfg.vcpu.to_string());
         details.insert("memory_mb".into(), cfg.memory_mb.to_string());
