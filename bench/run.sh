@@ -31,7 +31,4 @@ case "$what" in
     exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/net.py "$0" "$1" "$2"' "$PWD/target/release" "$PWD/target/debug/fixtures" "$PWD/target/x86_64-unknown-linux-gnu/release/nettool"
     ;;
   *) echo "unknown benchmark $what" >&2; exit 2 ;;
-
-
-
 esac

@@ -26,5 +26,3 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p nettool --tar
 if [ ! -f "$fixtures/nettools.tar" ] || [ target/x86_64-unknown-linux-gnu/release/nettool -nt "$fixtures/nettools.tar" ] || [ scripts/build-busybox-image.py -nt "$fixtures/nettools.tar" ]; then
   python3 scripts/build-busybox-image.py "$fixtures/nettools.tar" nettools:latest nettools target/x86_64-unknown-linux-gnu/release/nettool=/usr/bin/nettool >/dev/null
 fi
-
-
