@@ -1,7 +1,7 @@
 //! start, stop, replace, remove, kill, and keeping records true when processes exit or sandboxes die.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_proto::{AgentError, ContainerConfig, Mount, PodSetup, ProcessConfig, Reply, Request, StreamPosition};
 use sandbox::{ContainerStorage, SandboxConfig, SandboxState};
@@ -108,7 +108,7 @@ impl Engine {
         if rec.state == PodState::Running {
             return Err(PodError::Conflict(format!("pod {} is already running", rec.name)));
         }
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let rt = self.start_sandbox(&mut rec).await?;
         let t1 = t0.elapsed();
         let started = self.set_up_and_start(&mut rec, &rt, pre).await;
@@ -174,7 +174,7 @@ impl Engine {
         let nic = endpoint.as_ref().map(|e| sandbox::Nic { host_if: e.host_if.clone(), mac: e.mac.clone(), bridge: e.bridge.clone(), mtu: e.mtu });
         let cfg = SandboxConfig { id: sbid.clone(), dir: self.cfg.root.join("sandboxes").join(&sbid), vcpu: rec.vcpu, memory_mb: rec.memory, nic };
         let driver = self.driver.clone();
-        let t0 = std::time::Instant::now();
+        let t0 = Instant::now();
         let started = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| PodError::Internal(e.to_string()))?;
         log::debug!("sandbox {sbid}: driver start {} ms", t0.elapsed().as_millis());
 
@@ -577,9 +577,12 @@ impl Engine {
         }
         let rt = self.runtime(&old.id).ok_or_else(|| PodError::Conflict(format!("pod {} has no live sandbox", old.name)))?;
 
+        let t0 = Instant::now();
         self.stop_containers(&old, &rt, Duration::from_secs(10)).await;
+        let stopped = t0.elapsed();
         rt.agent.call(Request::ResetPod).await.map_err(|e| agent_err("resetting the sandbox", e))?;
         self.detach_storage(&old, &rt.sandbox);
+        let reset = t0.elapsed();
         // Hand the sandbox over.
         self.mark_exited(&mut old);
         old.state = PodState::Created;
@@ -592,10 +595,19 @@ impl Engine {
             running.insert(new.id.clone(), rt.clone());
         }
         self.save(&[&old, &new]).await?;
+        let handed = t0.elapsed();
         let started = self.set_up_and_start(&mut new, &rt, None).await;
-
         self.settle_start(&mut new, &rt, started).await?;
-        log::info!("replaced pod {} with {} in sandbox {}", old.id, new.id, rt.sandbox.id);
+        log::info!(
+            "replaced pod {} with {} in sandbox {} (stop {} ms, reset {} ms, hand-over {} ms, start {} ms)",
+            old.id,
+            new.id,
+            rt.sandbox.id,
+            stopped.as_millis(),
+            (reset - stopped).as_millis(),
+            (handed - reset).as_millis(),
+            (t0.elapsed() - handed).as_millis()
+        );
 
         Ok(new)
     }
