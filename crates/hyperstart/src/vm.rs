@@ -71,13 +71,31 @@ pub fn boot() -> String {
 
 static SHARE_MOUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The largest 9p message: 256 KiB per read or write.
+const SHARE_MSIZE: usize = 256 << 10;
+
+/// Gives the share read-ahead. Uncached (`cache=none`), 9p reads ahead nothing: every page a container maps
+/// (its program, its libraries) costs one 4 KiB round trip to the host when first touched, ~0.3-0.5 ms under
+/// TCG, and a new container's files are never in the guest's cache. One message's worth per miss makes a
+/// busybox container's start ~7 ms shorter (replace of a 2-container pod: 85 -> 70 ms of start).
+/// The share is the guest's only 9p mount, so its backing device is the only `9p-N` one.
+fn share_read_ahead() {
+    let Ok(dir) = std::fs::read_dir("/sys/class/bdi") else { return };
+    for e in dir.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("9p-")) {
+        if let Err(err) = std::fs::write(e.path().join("read_ahead_kb"), (SHARE_MSIZE >> 10).to_string()) {
+            eprintln!("hyperstart: setting the share's read-ahead: {err}");
+        }
+    }
+}
+
 /// What a VM's agent does on each `hello`: mounts the host's share the first time, sets the clock from the
 /// host's when they differ by more than a second, and reseeds the kernel's random generator.
 pub fn hello(time_ns: Option<u64>, entropy: &[u8]) -> Result<(), String> {
     use std::sync::atomic::Ordering;
     if !SHARE_MOUNTED.load(Ordering::Relaxed) {
-        m(SHARE_TAG, GUEST_SHARE, "9p", libc::MS_NODEV, Some("trans=virtio,version=9p2000.L,msize=262144"))?;
+        m(SHARE_TAG, GUEST_SHARE, "9p", libc::MS_NODEV, Some(&format!("trans=virtio,version=9p2000.L,msize={SHARE_MSIZE}")))?;
         SHARE_MOUNTED.store(true, Ordering::Relaxed);
+        share_read_ahead();
         trace("share mounted");
     }
     if let Some(t) = time_ns {
