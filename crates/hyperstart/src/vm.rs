@@ -76,8 +76,8 @@ const SHARE_MSIZE: usize = 256 << 10;
 
 /// Gives the share read-ahead. Uncached (`cache=none`), 9p reads ahead nothing: every page a container maps
 /// (its program, its libraries) costs one 4 KiB round trip to the host when first touched, ~0.3-0.5 ms under
-/// TCG, and a new container's files are never in the guest's cache. One message's worth per miss makes a
-/// busybox container's start ~7 ms shorter (replace of a 2-container pod: 85 -> 70 ms of start).
+/// TCG, and a new container's files are never in the guest's cache. One message's worth per miss: the start
+/// of a 2-container busybox pod in `replace` went from ~85 to ~65 ms.
 /// The share is the guest's only 9p mount, so its backing device is the only `9p-N` one.
 fn share_read_ahead() {
     let Ok(dir) = std::fs::read_dir("/sys/class/bdi") else { return };
