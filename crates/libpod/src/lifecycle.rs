@@ -229,11 +229,11 @@ impl Engine {
     /// Connects to a sandbox's agent and says hello; returns the client, the agent's inbound messages and its
     /// hello reply.
     ///
-    /// A VM's agent can lose the first request of a connection made while it finds its port without a host
-    /// (QEMU's virtio-serial and the guest race over the news of the new host; a new connection gets through).
-    /// That happens to a VM restored from a template, and to a running VM whose daemon comes back. There the
-    /// hello is tried again on a fresh connection, `retry` apart, until `limit`. A booting VM's agent opens its
-    /// port long after the daemon connected, so it is not exposed.
+    /// An agent that closes its virtio port while no host is connected loses the first request of a host
+    /// that connects just then (the guest discards what a closed port holds). Today's agent keeps the port
+    /// open; a VM still running an older agent (a daemon coming back to it) is exposed, and a restored VM meets
+    /// its host at that very moment. For both, the hello is tried again on a fresh connection, `retry` apart,
+    /// until `limit`. A booting VM's agent opens its port long after the daemon connected.
     async fn greet_agent(&self, state: &SandboxState, retry: Option<Duration>, limit: Duration) -> Result<(AgentClient, mpsc::UnboundedReceiver<crate::agent::Inbound>, Reply), PodError> {
         let end = tokio::time::Instant::now() + limit;
         let mut attempt = 1;

@@ -152,6 +152,8 @@ pub struct Agent {
     /// A host sent a request at least once: until then the port is tried every PORT_RETRY_MIN, so that a VM
     /// restored from a template (saved while its agent waited for a host) connects at once.
     ever_connected: bool,
+    /// The virtio port, kept open while no host is connected (see `host_gone`).
+    idle_port: Option<OwnedFd>,
 }
 
 /// Output not yet drained this long after a process exits no longer delays its exit event (a background child
@@ -186,6 +188,7 @@ impl Agent {
             port_backoff: PORT_RETRY_MIN,
             next_port_try: Instant::now(),
             ever_connected: false,
+            idle_port: None,
         })
     }
 
@@ -200,7 +203,9 @@ impl Agent {
                     if self.ever_connected {
                         self.port_backoff = (self.port_backoff * 2).min(PORT_RETRY_MAX);
                     }
-                    if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(p) {
+                    if let Some(fd) = self.idle_port.take() {
+                        self.connected(fd);
+                    } else if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(p) {
                         let _ = sys::set_nonblocking(f.as_raw_fd(), true);
                         self.connected(OwnedFd::from(f));
                     }
@@ -325,13 +330,24 @@ impl Agent {
         self.conn = None;
     }
 
+    /// The other side hung up (or, on a virtio port, no host is connected yet). A virtio port stays open: the
+    /// guest discards what a port holds when it is closed, and a host that connects between our read of EOF
+    /// and the close would lose its first request (QEMU hands its bytes to the guest as soon as it connects).
+    /// The port is looked at again after the retry delay, with a fresh decoder.
+    fn host_gone(&mut self) {
+        if let (Transport::Port(_), Some(c)) = (&self.opts.transport, self.conn.take()) {
+            self.idle_port = Some(c.fd);
+        }
+        self.disconnected();
+    }
+
     fn read_conn(&mut self) {
         let Some(c) = &mut self.conn else { return };
         let mut buf = [0u8; 64 << 10];
         loop {
             match sys::read(c.fd.as_raw_fd(), &mut buf) {
                 Ok(0) => {
-                    self.disconnected();
+                    self.host_gone();
                     return;
                 }
                 Ok(n) => c.dec.feed(&buf[..n]),
