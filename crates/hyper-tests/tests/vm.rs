@@ -169,6 +169,53 @@ fn vm_templates_restore_independent_vms() {
     assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
 }
 
+/// While no daemon is connected, the agent keeps its virtio port open: the guest throws away what a closed
+/// port holds, and a daemon connecting while the agent had it closed for a moment lost its first request.
+/// QEMU reports the guest side of the port as the chardev's `frontend-open`.
+#[test]
+fn the_agent_keeps_its_port_open_while_the_daemon_is_away() {
+    let mut d = Daemon::with_driver("qemu", &[]);
+    let pf = d.podfile("away.json", &json!({"id": "away", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let qmp = std::path::PathBuf::from(d.inspect("away")["sandbox"]["details"]["qmp"].as_str().unwrap());
+    assert_eq!(agent_port_open(&qmp), Some(true), "the port is open while the daemon is connected");
+    d.kill();
+    // The agent sees its host go, then looks at the port again every 10 ms, then less often.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(agent_port_open(&qmp), Some(true), "the agent closed its port while the daemon was away");
+    }
+    d.restart();
+    assert_eq!(d.sh("away", "echo back").trim(), "back");
+    d.ok(&["rm", "-f", "away"]);
+}
+
+/// Whether the guest has the agent's virtio port open, from QEMU's `query-chardev`.
+fn agent_port_open(qmp: &std::path::Path) -> Option<bool> {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(qmp).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut r = BufReader::new(s.try_clone().ok()?);
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?; // the greeting
+    for cmd in ["qmp_capabilities", "query-chardev"] {
+        writeln!(w, "{}", json!({"execute": cmd})).ok()?;
+        loop {
+            line.clear();
+            r.read_line(&mut line).ok()?;
+            let v: Value = serde_json::from_str(&line).ok()?;
+            if let Some(ret) = v.get("return") {
+                if cmd == "query-chardev" {
+                    return ret.as_array()?.iter().find(|c| c["label"] == "agent")?["frontend-open"].as_bool();
+                }
+                break;
+            }
+        }
+    }
+    None
+}
+
 /// No QEMU making a template is running.
 fn no_template_qemu() -> bool {
     !std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
