@@ -127,6 +127,18 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) }).map(|_| ())
 }
 
+/// Turns SIGIO for `fd` on or off: with it on, the kernel signals this process when the descriptor's state
+/// changes (for a virtio port: data arrived, or the host connected or went).
+pub fn set_async(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: getpid has no arguments; fcntl on a descriptor with integer arguments.
+    unsafe {
+        check(libc::fcntl(fd, libc::F_SETOWN, libc::getpid()))?;
+        let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
+        let flags = if on { flags | libc::O_ASYNC } else { flags & !libc::O_ASYNC };
+        check(libc::fcntl(fd, libc::F_SETFL, flags)).map(|_| ())
+    }
+}
+
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor with integer arguments.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
@@ -159,14 +171,15 @@ pub fn dup2(fd: RawFd, to: RawFd) -> io::Result<()> {
     check(unsafe { libc::dup2(fd, to) }).map(|_| ())
 }
 
-/// A signalfd for SIGCHLD (which is blocked so it is only seen through the fd).
-pub fn sigchld_fd() -> io::Result<OwnedFd> {
+/// A signalfd for SIGCHLD and SIGIO (which are blocked so they are only seen through the fd).
+pub fn signal_fd() -> io::Result<OwnedFd> {
     // SAFETY: sigset_t is a plain C type; zeroed then filled by sigemptyset/sigaddset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is a valid sigset_t; the calls only modify it or the signal mask.
     unsafe {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigaddset(&mut set, libc::SIGIO);
         check(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))?;
     }
     // SAFETY: set is valid; the returned descriptor is new.
@@ -175,7 +188,7 @@ pub fn sigchld_fd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Undoes [`sigchld_fd`]'s mask and Rust's ignored SIGPIPE (in a child before exec: ignored signals and the
+/// Undoes [`signal_fd`]'s mask and Rust's ignored SIGPIPE (in a child before exec: ignored signals and the
 /// mask survive exec, and programs expect neither).
 pub fn unblock_all_signals() {
     // SAFETY: an empty set is valid; sigprocmask and signal only change this process's signal state.

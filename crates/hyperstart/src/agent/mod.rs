@@ -1,4 +1,4 @@
-//! The agent: one single-threaded poll loop over the daemon connection, process stdio and SIGCHLD.
+//! The agent: one single-threaded poll loop over the daemon connection, process stdio and signals.
 //!
 //! Single-threaded on purpose: forking is then always safe, and there is no locking. Everything that can block
 //! for long (a container's setup) happens in a child process.
@@ -42,6 +42,9 @@ struct Conn {
     dec: Decoder,
     out: Vec<u8>,
     out_pos: usize,
+    /// A virtio port that read EOF: no host is connected (or not yet known to be). It is not polled (it would
+    /// report POLLHUP at once, again and again) until SIGIO or the retry delay says to look again.
+    idle: bool,
 }
 
 impl Conn {
@@ -152,8 +155,6 @@ pub struct Agent {
     /// A host sent a request at least once: until then the port is tried every PORT_RETRY_MIN, so that a VM
     /// restored from a template (saved while its agent waited for a host) connects at once.
     ever_connected: bool,
-    /// The virtio port, kept open while no host is connected (see `host_gone`).
-    idle_port: Option<OwnedFd>,
 }
 
 /// Output not yet drained this long after a process exits no longer delays its exit event (a background child
@@ -161,8 +162,9 @@ pub struct Agent {
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Connection output beyond which stream data waits.
 const CONN_HIGH_WATER: usize = 4 << 20;
-/// How often a VM's agent retries its port while no host is connected (the port gives no wake-up for it):
-/// from every 10 ms to every 500 ms.
+/// How often a VM's agent looks at its port again while no host is connected, from every 10 ms to every
+/// 500 ms. The port signals (SIGIO) when a host connects, and the agent looks at once then; these delays
+/// cover a signal that came before the agent asked for it.
 const PORT_RETRY_MIN: Duration = Duration::from_millis(10);
 const PORT_RETRY_MAX: Duration = Duration::from_millis(500);
 
@@ -172,7 +174,7 @@ fn err(kind: K, msg: impl Into<String>) -> AgentError {
 
 impl Agent {
     pub fn new(opts: Options) -> std::io::Result<Agent> {
-        let sigfd = sys::sigchld_fd()?;
+        let sigfd = sys::signal_fd()?;
         Ok(Agent {
             opts,
             conn: None,
@@ -188,23 +190,24 @@ impl Agent {
             port_backoff: PORT_RETRY_MIN,
             next_port_try: Instant::now(),
             ever_connected: false,
-            idle_port: None,
         })
     }
 
     /// Runs until a `Shutdown` request.
     pub fn run(&mut self) -> std::io::Result<()> {
         loop {
-            if self.conn.is_none() && Instant::now() >= self.next_port_try {
+            let idle = self.conn.as_ref().is_some_and(|c| c.idle);
+            if (self.conn.is_none() || idle) && Instant::now() >= self.next_port_try {
                 if let Transport::Port(p) = &self.opts.transport {
-                    // Without a host on the other side the port reads EOF at once: try again later, each time
-                    // a little later, so an agent without a daemon costs (next to) nothing.
+                    // Without a host on the other side the port reads EOF at once: look again later (or at
+                    // SIGIO), each time a little later, so an agent without a daemon costs (next to) nothing.
                     self.next_port_try = Instant::now() + self.port_backoff;
                     if self.ever_connected {
                         self.port_backoff = (self.port_backoff * 2).min(PORT_RETRY_MAX);
                     }
-                    if let Some(fd) = self.idle_port.take() {
-                        self.connected(fd);
+                    if let Some(c) = self.conn.as_mut() {
+                        let _ = sys::set_async(c.fd.as_raw_fd(), false);
+                        c.idle = false;
                     } else if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(p) {
                         let _ = sys::set_nonblocking(f.as_raw_fd(), true);
                         self.connected(OwnedFd::from(f));
@@ -221,7 +224,7 @@ impl Agent {
             if let Transport::Listener(l) = &self.opts.transport {
                 add(l.as_raw_fd(), libc::POLLIN, Tag::Listener);
             }
-            if let Some(c) = &self.conn {
+            if let Some(c) = self.conn.as_ref().filter(|c| !c.idle) {
                 let ev = libc::POLLIN | if c.pending() > 0 { libc::POLLOUT } else { 0 };
                 add(c.fd.as_raw_fd(), ev, Tag::Conn);
             }
@@ -245,6 +248,10 @@ impl Agent {
                     Tag::Signal => {
                         sys::drain_signalfd(self.sigfd.as_raw_fd());
                         self.reap();
+                        if self.conn.as_ref().is_some_and(|c| c.idle) {
+                            // SIGIO: maybe a host connected to the idle port. Look now.
+                            self.next_port_try = Instant::now();
+                        }
                     }
                     Tag::Listener => self.accept(),
                     Tag::Conn => {
@@ -285,7 +292,7 @@ impl Agent {
                 }
             }
         }
-        if self.conn.is_none() && matches!(self.opts.transport, Transport::Port(_)) {
+        if self.conn.as_ref().is_none_or(|c| c.idle) && matches!(self.opts.transport, Transport::Port(_)) {
             // Quick retries right after a disconnection (a daemon restarting), then slower ones.
             let t = self.next_port_try.max(now);
             next = Some(next.map_or(t, |n| n.min(t)));
@@ -308,7 +315,7 @@ impl Agent {
     /// A new daemon connection replaces the old one; every unacknowledged byte will be sent again.
     fn connected(&mut self, fd: OwnedFd) {
         crate::vm::trace("connected");
-        self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0 });
+        self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0, idle: false });
         self.rewind();
     }
 
@@ -330,24 +337,23 @@ impl Agent {
         self.conn = None;
     }
 
-    /// The other side hung up (or, on a virtio port, no host is connected yet). A virtio port stays open: the
-    /// guest discards what a port holds when it is closed, and a host that connects between our read of EOF
-    /// and the close would lose its first request (QEMU hands its bytes to the guest as soon as it connects).
-    /// The port is looked at again after the retry delay, with a fresh decoder.
-    fn host_gone(&mut self) {
-        if let (Transport::Port(_), Some(c)) = (&self.opts.transport, self.conn.take()) {
-            self.idle_port = Some(c.fd);
-        }
-        self.disconnected();
-    }
-
     fn read_conn(&mut self) {
         let Some(c) = &mut self.conn else { return };
         let mut buf = [0u8; 64 << 10];
         loop {
             match sys::read(c.fd.as_raw_fd(), &mut buf) {
+                // A virtio port stays open without a host: the guest discards what a port holds when it is
+                // closed, and QEMU hands a new host's bytes to the guest as soon as it connects, so a close
+                // here could lose them. The decoder and any answer not yet written stay too: a host's first
+                // bytes can even arrive before the guest learns that the host connected (another queue),
+                // and then read EOF right after them.
+                Ok(0) if matches!(self.opts.transport, Transport::Port(_)) => {
+                    let _ = sys::set_async(c.fd.as_raw_fd(), true);
+                    c.idle = true;
+                    break;
+                }
                 Ok(0) => {
-                    self.host_gone();
+                    self.disconnected();
                     return;
                 }
                 Ok(n) => c.dec.feed(&buf[..n]),
@@ -449,7 +455,8 @@ impl Agent {
 
     /// Stream housekeeping after I/O: acknowledge input, send output, close finished streams, report exits.
     fn after_io(&mut self) {
-        let Some(c) = &mut self.conn else { return };
+        // Without a host, streams keep their data and exits wait: the next host's hello rewinds them.
+        let Some(c) = self.conn.as_mut().filter(|c| !c.idle) else { return };
         for (id, i) in self.ins.iter_mut() {
             if i.written > i.acked {
                 agent_proto::encode_ack(&mut c.out, *id, i.written);
