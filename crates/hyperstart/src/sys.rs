@@ -132,7 +132,9 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
 pub fn set_async(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: getpid has no arguments; fcntl on a descriptor with integer arguments.
     unsafe {
-        check(libc::fcntl(fd, libc::F_SETOWN, libc::getpid()))?;
+        if on {
+            check(libc::fcntl(fd, libc::F_SETOWN, libc::getpid()))?;
+        }
         let flags = check(libc::fcntl(fd, libc::F_GETFL))?;
         let flags = if on { flags | libc::O_ASYNC } else { flags & !libc::O_ASYNC };
         check(libc::fcntl(fd, libc::F_SETFL, flags)).map(|_| ())

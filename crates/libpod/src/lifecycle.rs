@@ -199,8 +199,6 @@ impl Engine {
             // A store that refuses the record fails the start, and the sandbox goes (below).
             self.save(&[rec]).await?;
 
-            // A sandbox that died on the way up (a bad hypervisor option, a guest panic) fails the start now,
-            // not when the agent timeout expires.
             let restored = state.details.get("boot").is_some_and(|b| b == "template");
             // A restored agent answers within tens of ms.
             let (client, rx, _) = self.greet_agent(&state, restored.then_some(Duration::from_millis(300)), self.cfg.agent_timeout).await?;
@@ -770,7 +768,7 @@ impl Engine {
         if !self.driver.is_alive(&sb) {
             return Err(PodError::Sandbox(format!("the sandbox ({} pid {}) is gone", sb.driver, sb.pid)));
         }
-        // A VM's agent that lost its daemon retries its port up to every 500 ms.
+        // A VM's agent from before it kept its port open looks at it again up to every 500 ms.
         let retry = (sb.driver == "qemu").then_some(Duration::from_secs(1));
         let (client, rx, reply) = self.greet_agent(&sb, retry, Duration::from_secs(10)).await?;
         let state = match reply {

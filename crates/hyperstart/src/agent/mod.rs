@@ -198,8 +198,7 @@ impl Agent {
     /// Runs until a `Shutdown` request.
     pub fn run(&mut self) -> std::io::Result<()> {
         loop {
-            let idle = self.conn.as_ref().is_some_and(|c| c.idle);
-            if (self.conn.is_none() || idle) && Instant::now() >= self.next_port_try {
+            if self.no_host() && Instant::now() >= self.next_port_try {
                 if let Transport::Port(p) = &self.opts.transport {
                     // Without a host on the other side the port reads EOF at once: look again later (or at
                     // SIGIO), each time a little later, so an agent without a daemon costs (next to) nothing.
@@ -282,6 +281,11 @@ impl Agent {
         }
     }
 
+    /// No host to talk to: no connection, or an idle port.
+    fn no_host(&self) -> bool {
+        self.conn.as_ref().is_none_or(|c| c.idle)
+    }
+
     fn poll_timeout(&self) -> i32 {
         let now = Instant::now();
         let mut next: Option<Instant> = self.timers.iter().map(|(t, _)| *t).min();
@@ -294,7 +298,7 @@ impl Agent {
                 }
             }
         }
-        if self.conn.as_ref().is_none_or(|c| c.idle) && matches!(self.opts.transport, Transport::Port(_)) {
+        if self.no_host() && matches!(self.opts.transport, Transport::Port(_)) {
             // Quick retries right after a disconnection (a daemon restarting), then slower ones.
             let t = self.next_port_try.max(now);
             next = Some(next.map_or(t, |n| n.min(t)));
