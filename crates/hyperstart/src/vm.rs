@@ -58,7 +58,9 @@ fn find_port(name: &str, timeout: Duration) -> Result<PathBuf, String> {
 
 /// PID 1 of a VM. Returns only with an error (after which the kernel panics and QEMU exits).
 pub fn boot() -> String {
-    match boot_inner() {
+    let r = boot_inner();
+    dump_trace();
+    match r {
         Ok(()) => {
             // SAFETY: sync and reboot take no pointers. QEMU runs with -no-reboot, so a reboot ends the VM.
             unsafe {
@@ -113,23 +115,82 @@ pub fn hello(time_ns: Option<u64>, entropy: &[u8]) -> Result<(), String> {
 }
 
 static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Where traces go: a close-on-exec file in the initramfs, which stays reachable through this descriptor after
+/// the root moves. Printing each line on the (emulated serial) console would cost ~1.5 ms under TCG and skew
+/// what is measured; [`dump_trace`] prints the lot when the VM is about to go. Container-init, forked from the
+/// agent, traces through the same descriptor.
+static TRACE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+/// /proc/uptime, opened once: its second field is the time the guest's CPUs sat idle, which tells the time
+/// the guest waited for the host from the time it worked.
+static UPTIME_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
-/// With `hyper.debug` on the kernel command line, prints an event (boot stages, requests) to the console with
-/// the guest's uptime.
+fn start_tracing() {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let trace = std::fs::OpenOptions::new().create(true).append(true).read(true).custom_flags(libc::O_CLOEXEC).open("/hyperstart.trace");
+    if let Ok(f) = trace {
+        TRACE_FD.store(f.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Ok(f) = std::fs::File::open("/proc/uptime") {
+        UPTIME_FD.store(f.into_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    }
+    DEBUG.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The guest's idle CPU time so far, in ms (the kernel counts it in ticks).
+fn idle_ms() -> Option<u64> {
+    let fd = UPTIME_FD.load(std::sync::atomic::Ordering::Relaxed);
+    let mut buf = [0u8; 64];
+    // SAFETY: pread into our own buffer, of at most its length.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let text = std::str::from_utf8(buf.get(..usize::try_from(n).ok()?)?).ok()?;
+    let idle: f64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((idle * 1000.0) as u64)
+}
+
+/// With `hyper.debug` on the kernel command line, records an event (boot stages, requests, container set-up
+/// steps) with the guest's uptime and idle time.
 pub fn trace(what: &str) {
     if DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: clock_gettime writes into the timespec we pass.
         unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        eprintln!("hyperstart: [{}.{:06}] {what}", ts.tv_sec, ts.tv_nsec / 1000);
+        let idle = idle_ms().map_or("?".to_string(), |i| i.to_string());
+        let line = format!("hyperstart: [{}.{:06}] (idle {idle} ms) {what}\n", ts.tv_sec, ts.tv_nsec / 1000);
+        // SAFETY: write from our own buffer to the descriptor start_tracing opened (or -1: EBADF).
+        unsafe { libc::write(TRACE_FD.load(std::sync::atomic::Ordering::Relaxed), line.as_ptr().cast(), line.len()) };
     }
+}
+
+/// Prints the traces recorded so far on the console, and forgets them.
+pub fn dump_trace() {
+    let fd = TRACE_FD.load(std::sync::atomic::Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: pread into our own buffer, of at most its length.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), out.len() as libc::off_t) };
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(&out);
+    // SAFETY: ftruncate of our own descriptor; appends go on at the new end.
+    unsafe { libc::ftruncate(fd, 0) };
 }
 
 fn boot_inner() -> Result<(), String> {
     m("proc", "/proc", "proc", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let flag = |f: &str| cmdline.split_whitespace().any(|w| w == f);
-    DEBUG.store(flag("hyper.debug"), std::sync::atomic::Ordering::Relaxed);
+    if flag("hyper.debug") {
+        start_tracing();
+    }
     trace("init");
 
     m("sysfs", "/sys", "sysfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)?;

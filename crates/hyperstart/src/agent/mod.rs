@@ -712,6 +712,7 @@ impl Agent {
             }
             Request::State => Ok(Reply::State(self.state())),
             Request::ResetPod => {
+                crate::vm::dump_trace();
                 for p in self.containers.values_mut() {
                     p.stopping = true;
                 }

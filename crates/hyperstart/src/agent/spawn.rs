@@ -96,12 +96,15 @@ pub fn container_init(config: &InitConfig, stdio: Stdio3) -> Result<(i32, Option
     };
     match reply {
         InitReply::Error(e) => return fail(e),
-        InitReply::Ready => {}
+        InitReply::Ready => crate::vm::trace("container: ready received"),
     }
     // Then either EOF (the program was exec'd: the socket was close-on-exec) or the exec error.
     let mut more = [0u8; 4];
     match s.read(&mut more) {
-        Ok(0) => Ok((pid, fd)),
+        Ok(0) => {
+            crate::vm::trace("container: program exec'd");
+            Ok((pid, fd))
+        }
         Ok(n) => {
             if n < 4 && s.read_exact(&mut more[n..]).is_err() {
                 return fail("container-init failed to exec".into());

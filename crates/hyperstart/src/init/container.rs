@@ -159,6 +159,7 @@ pub fn create(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str, hostnam
 }
 
 fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<()> {
+    crate::vm::trace("container: forked");
     ctx(sys::unshare(libc::CLONE_NEWNS), || "creating the mount namespace".into())?;
     ctx(sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_SLAVE, None), || "making / a slave mount".into())?;
     let rootp = Path::new(root);
@@ -188,6 +189,7 @@ fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<
     }
 
     let (shm_fd, _) = open_path(shm)?;
+    crate::vm::trace("container: root and mount sources");
 
     ctx(std::env::set_current_dir(rootp), || format!("entering {root}"))?;
     ctx(sys::pivot_root(Path::new("."), Path::new(".")), || "pivot_root".into())?;
@@ -197,7 +199,9 @@ fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<
     let proc_ = Path::new("/proc");
     mkdir_p(proc_)?;
     ctx(sys::mount(Some("proc"), proc_, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None), || "mounting /proc".into())?;
+    crate::vm::trace("container: pivot_root, /proc");
     setup_dev()?;
+    crate::vm::trace("container: /dev");
     bind_from_fd(&Bind { fd: shm_fd, is_dir: true, dest: PathBuf::from("/dev/shm"), read_only: false })?;
     let sys_ = Path::new("/sys");
     mkdir_p(sys_)?;
@@ -208,9 +212,11 @@ fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<
     for b in &binds {
         bind_from_fd(b)?;
     }
+    crate::vm::trace("container: /sys, binds");
     inject_files(c)?;
     apply_sysctls(c)?;
     mask_proc()?;
+    crate::vm::trace("container: /proc masked");
     if c.read_only {
         ctx(sys::mount(None, Path::new("/"), None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, None), || {
             "making the root filesystem read-only".into()
@@ -301,6 +307,7 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
         Ok(v) => v,
         Err(e) => return e,
     };
+    crate::vm::trace("container: process ready");
     // Framed here and sent in one message, so the pty master can ride along.
     let mut framed = Vec::new();
     super::write_msg(&mut framed, &InitReply::Ready).expect("writing to memory");
