@@ -25,6 +25,18 @@ pub enum Inbound {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, AgentError>>>>>;
 
+/// The response to a request sent with [`AgentClient::send`], to be waited for.
+pub struct PendingReply(Option<oneshot::Receiver<Result<Reply, AgentError>>>);
+
+impl PendingReply {
+    pub async fn wait(self) -> Result<Reply, AgentError> {
+        match self.0 {
+            Some(r) => r.await.unwrap_or_else(|_| Err(lost("closed"))),
+            None => Err(lost("closed")),
+        }
+    }
+}
+
 /// The first request on every connection: the protocol version, the host's clock and fresh randomness
 /// (a VM restored from a template has the template's clock and random generator state).
 pub fn hello() -> Request {
@@ -134,6 +146,13 @@ impl AgentClient {
 
     /// Sends a request and waits for its response.
     pub async fn call(&self, request: Request) -> Result<Reply, AgentError> {
+        self.send(request).await.wait().await
+    }
+
+    /// Sends a request now, and returns what waits for its response. The agent answers requests one at a
+    /// time, in the order they were sent, so requests sent back to back are pipelined: each starts as soon as
+    /// the one before it ends, without a round trip through the daemon in between.
+    pub async fn send(&self, request: Request) -> PendingReply {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (w, r) = oneshot::channel();
         self.pending.lock().await.insert(id, w);
@@ -142,9 +161,9 @@ impl AgentClient {
         agent_proto::encode(&mut frame, FrameKind::Request, &json);
         if self.tx.send(frame).is_err() {
             self.pending.lock().await.remove(&id);
-            return Err(lost("closed"));
+            return PendingReply(None);
         }
-        r.await.unwrap_or_else(|_| Err(lost("closed")))
+        PendingReply(Some(r))
     }
 
     /// Like [`AgentClient::call`] but gives up after `timeout`.

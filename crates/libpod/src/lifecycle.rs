@@ -7,7 +7,7 @@ use agent_proto::{AgentError, ContainerConfig, Mount, PodSetup, ProcessConfig, R
 use sandbox::{ContainerStorage, SandboxConfig, SandboxState};
 use tokio::sync::mpsc;
 
-use crate::agent::AgentClient;
+use crate::agent::{AgentClient, PendingReply};
 use crate::io::Chunk;
 use crate::logs::{LogWriter, Source};
 use crate::runtime::{self, ContainerRt, Route, Runtime};
@@ -49,6 +49,9 @@ fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
     };
     PodError::Sandbox(format!("{msg} ({})", parts.join("; ")))
 }
+
+/// A container's stdout, stderr and stdin streams.
+type Streams = (u32, Option<u32>, Option<u32>);
 
 fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
     let me = ip.unwrap_or("127.0.1.1");
@@ -256,16 +259,24 @@ impl Engine {
 
     /// Sets the pod up in its sandbox and starts its containers. The agent sets the pod up (hostname, network:
     /// tens of ms in a VM under emulation) while the host prepares the containers' storage, logs and port
-    /// mappings; the containers then start one after the other.
+    /// mappings. The containers' starts are sent as soon as they are prepared, in the podfile's order: the
+    /// agent takes requests one at a time, so they queue behind the set-up (which must succeed for them to
+    /// run) and behind each other, and the guest goes from one to the next without waiting for the daemon.
     async fn set_up_and_start(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, pre: Option<Preattach>) -> Result<(), PodError> {
-        let setup = rt.agent.call(Request::SetupPod(pod_setup(rec, &rt.sandbox)));
+        let setup = rt.agent.send(Request::SetupPod(pod_setup(rec, &rt.sandbox))).await;
         let host = async {
             self.apply_ports(rec, &rt.sandbox)?;
-            self.prepare_containers(rec, rt, pre).await
+            let prepared = self.prepare_containers(rec, rt, pre).await?;
+            let mut starts = Vec::new();
+            for (config, log_base) in prepared {
+                let streams = (config.process.stdout, config.process.stderr, config.process.stdin);
+                starts.push((rt.agent.send(Request::StartContainer(config)).await, streams, log_base));
+            }
+            Ok::<_, PodError>(starts)
         };
-        let (setup, prepared) = tokio::join!(setup, host);
+        let (setup, starts) = tokio::join!(setup.wait(), host);
         setup.map_err(|e| agent_err("setting up the pod", e))?;
-        self.start_containers(rec, rt, prepared?).await
+        self.record_starts(rec, starts?).await
     }
 
     /// The host's side of each container's start: its storage attached to the sandbox, its volumes shared, its
@@ -351,12 +362,11 @@ impl Engine {
         Ok(prepared)
     }
 
-    /// Starts the prepared containers, in the podfile's order, and records them running.
-    async fn start_containers(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, prepared: Vec<(ContainerConfig, (u64, u64))>) -> Result<(), PodError> {
-        for (c, (config, log_base)) in rec.containers.iter_mut().zip(prepared) {
-            let p = &config.process;
-            let (stdout, stderr, stdin) = (p.stdout, p.stderr, p.stdin);
-            let pid = match rt.agent.call(Request::StartContainer(config)).await {
+    /// Waits for the containers' starts, in the podfile's order, and records them running. The first failure
+    /// is the answer (the caller ends the sandbox, and with it whatever started after).
+    async fn record_starts(&self, rec: &mut PodRecord, starts: Vec<(PendingReply, Streams, (u64, u64))>) -> Result<(), PodError> {
+        for (c, (reply, (stdout, stderr, stdin), log_base)) in rec.containers.iter_mut().zip(starts) {
+            let pid = match reply.wait().await {
                 Ok(Reply::Started { pid }) => pid,
                 Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
                 Err(e) => return Err(PodError::Sandbox(format!("starting container {}: {}", c.name, e.message))),

@@ -145,6 +145,9 @@ pub struct Agent {
     conn: Option<Conn>,
     sigfd: OwnedFd,
     pod: Option<Pod>,
+    /// The latest `SetupPod` succeeded. The daemon sends a pod's container starts right behind its set-up,
+    /// without waiting for the answer: after a failed set-up they are refused.
+    set_up: bool,
     containers: BTreeMap<String, Proc>,
     execs: BTreeMap<String, Proc>,
     outs: BTreeMap<u32, Out>,
@@ -182,6 +185,7 @@ impl Agent {
             conn: None,
             sigfd,
             pod: None,
+            set_up: false,
             containers: BTreeMap::new(),
             execs: BTreeMap::new(),
             outs: BTreeMap::new(),
@@ -640,7 +644,12 @@ impl Agent {
                 self.rewind();
                 Ok(Reply::Hello { version: agent_proto::VERSION, agent: env!("CARGO_PKG_VERSION").into(), state: self.state() })
             }
-            Request::SetupPod(s) => self.setup_pod(s).map(|_| Reply::Done),
+            Request::SetupPod(s) => {
+                self.set_up = false;
+                self.setup_pod(s)?;
+                self.set_up = true;
+                Ok(Reply::Done)
+            }
             Request::StartContainer(c) => self.start_container(c).map(|pid| Reply::Started { pid }),
             Request::SignalContainer { id, signal, all } => {
                 let p = self.containers.get(&id).ok_or_else(|| err(K::NotFound, format!("no container {id}")))?;
@@ -713,6 +722,7 @@ impl Agent {
             Request::State => Ok(Reply::State(self.state())),
             Request::ResetPod => {
                 crate::vm::dump_trace();
+                self.set_up = false;
                 for p in self.containers.values_mut() {
                     p.stopping = true;
                 }
@@ -831,7 +841,7 @@ impl Agent {
     }
 
     fn start_container(&mut self, c: ContainerConfig) -> Result<i32, AgentError> {
-        if self.pod.is_none() {
+        if self.pod.is_none() || !self.set_up {
             return Err(err(K::Conflict, "the pod is not set up"));
         }
         if self.containers.contains_key(&c.id) {
