@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use hyper_tests::daemon::{Daemon, sandbox_processes};
+use hyper_tests::image::{Compression, Entry, Layout};
 use hyper_tests::wait_until;
 use serde_json::{Value, json};
 
@@ -61,6 +62,32 @@ fn a_vm_pod_runs_the_guest_kernel_with_the_podfile_memory() {
     assert_eq!(d.sh("vm", "cat /sys/class/bdi/9p-*/read_ahead_kb").trim(), "256");
 
     d.ok(&["rm", "-f", "vm"]);
+}
+
+/// The driver makes each container's mount points (/proc, /etc/hosts...) on the host, in the container's root,
+/// before the guest sees it. An image whose /etc is an absolute symlink must get them where the symlink leads
+/// inside the image, never in the host directory of the same name.
+#[test]
+fn mount_points_made_on_the_host_stay_inside_the_image() {
+    let target = format!("/tmp/hyper-escape-mountpoint-{}", std::process::id());
+    std::fs::create_dir_all(&target).unwrap();
+    let d = Daemon::with_driver("qemu", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Layout::new(&dir.path().join("oci"));
+    let busybox = Entry::File { path: "bin/busybox".into(), data: std::fs::read("/bin/busybox").unwrap(), mode: 0o755, uid: 0, gid: 0, xattrs: vec![] };
+    let inner = target.trim_start_matches('/');
+    let entries = vec![Entry::dir("bin"), busybox, Entry::dir("tmp"), Entry::dir(inner), Entry::symlink("etc", &target)];
+    let m = l.image(&[(entries, Compression::Gzip)], json!({"Cmd": ["/bin/busybox", "sleep", "1000"]}), "amd64");
+    l.tag(&m, "test/etc-link:1");
+    d.ok(&["load", "-i", l.dir.to_str().unwrap()]);
+    let pf = d.podfile("mp.json", &json!({"id": "mp", "hostname": "mphost", "containers": [{"name": "c", "image": "test/etc-link:1"}]}));
+    d.ok(&["run", "-d", &pf]);
+
+    let hosts = d.ok(&["exec", "mp/c", "/bin/busybox", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("mphost"), "the pod's /etc/hosts is mounted through the image's /etc link: {hosts}");
+    assert_eq!(hyper_tests::daemon::list(std::path::Path::new(&target)), Vec::<String>::new(), "files were made in the host's {target}");
+    d.ok(&["rm", "-f", "mp"]);
+    std::fs::remove_dir(&target).unwrap();
 }
 
 #[test]

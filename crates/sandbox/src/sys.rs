@@ -74,3 +74,54 @@ fn unescape(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Creates, inside the container root `root`, the mount points every container gets (directories `dirs`,
+/// empty files `files` as (directory, name)) where they are missing, as Docker's init layer does. Paths
+/// resolve inside the root (an image's symlinks cannot lead out of it) and nothing that exists is touched: a
+/// name taken by anything, a symlink included, is left alone, and a directory that is missing is skipped.
+/// Returns what could not be made; the agent makes those itself.
+pub fn make_mount_points(root: &Path, dirs: &[&str], files: &[(&str, &str)]) -> Vec<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut failed = Vec::new();
+    let open_in_root = |dirfd: libc::c_int, path: &str| -> std::io::Result<OwnedFd> {
+        let c = CString::new(path)?;
+        // SAFETY: open_how is plain data; zeroed is a valid value, then filled in.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid descriptor, C string and open_how of the size passed.
+        let fd = unsafe { libc::syscall(libc::SYS_openat2, dirfd, c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor, ours alone.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    };
+    let root_fd = match std::fs::File::open(root) {
+        Ok(f) => f,
+        Err(e) => return vec![format!("{}: {e}", root.display())],
+    };
+    let exists_ok = |r: libc::c_int| r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST);
+    for d in dirs {
+        let Ok(name) = CString::new(*d) else { continue };
+        // SAFETY: valid descriptor and C string.
+        if !exists_ok(unsafe { libc::mkdirat(root_fd.as_raw_fd(), name.as_ptr(), 0o755) }) {
+            failed.push(format!("/{d}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    for (dir, file) in files {
+        let Ok(parent) = open_in_root(root_fd.as_raw_fd(), dir) else { continue };
+        let Ok(name) = CString::new(*file) else { continue };
+        // SAFETY: valid descriptor and C string; O_EXCL with O_NOFOLLOW creates or fails, never follows.
+        let fd = unsafe {
+            libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o644)
+        };
+        if fd >= 0 {
+            // SAFETY: our new descriptor.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        } else if !exists_ok(fd) {
+            failed.push(format!("/{dir}/{file}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    failed
+}

@@ -53,11 +53,24 @@ struct Bind {
 
 const MS_RO_REMOUNT: libc::c_ulong = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
 
+/// Runs `mount`, which mounts something on `target`; when `target` is missing, makes it (a directory or an
+/// empty file) and runs `mount` again. Mount points are usually there (the image or the driver made them): in a
+/// VM, looking first would cost a round trip to the host for each.
+fn on_mount_point(target: &Path, is_dir: bool, mount: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
+    match mount() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let made = if is_dir { mkdir_p(target) } else { touch(target) };
+            made.map_err(std::io::Error::other)?;
+            mount()
+        }
+        other => other,
+    }
+}
+
 /// Attaches a cloned tree at its destination. The destination is resolved inside the container's root, so an
 /// image's symlinks cannot point it elsewhere.
 fn bind_from_fd(b: &Bind) -> R<()> {
-    if b.is_dir { mkdir_p(&b.dest)? } else { touch(&b.dest)? }
-    ctx(sys::move_mount(&b.fd, &b.dest), || format!("mounting onto {}", b.dest.display()))?;
+    ctx(on_mount_point(&b.dest, b.is_dir, || sys::move_mount(&b.fd, &b.dest)), || format!("mounting onto {}", b.dest.display()))?;
     if b.read_only {
         ctx(sys::mount(None, &b.dest, None, MS_RO_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV, None), || {
             format!("making {} read-only", b.dest.display())
@@ -68,10 +81,10 @@ fn bind_from_fd(b: &Bind) -> R<()> {
 
 fn setup_dev() -> R<()> {
     let dev = Path::new("/dev");
-    mkdir_p(dev)?;
-    ctx(sys::mount(Some("tmpfs"), dev, Some("tmpfs"), libc::MS_NOSUID | libc::MS_STRICTATIME, Some("mode=755,size=65536k")), || {
-        "mounting /dev".into()
-    })?;
+    ctx(
+        on_mount_point(dev, true, || sys::mount(Some("tmpfs"), dev, Some("tmpfs"), libc::MS_NOSUID | libc::MS_STRICTATIME, Some("mode=755,size=65536k"))),
+        || "mounting /dev".into(),
+    )?;
     for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
         let p = dev.join(name);
         ctx(sys::mknod(&p, libc::S_IFCHR | 0o666, libc::makedev(major, minor)), || format!("creating {}", p.display()))?;
@@ -197,16 +210,18 @@ fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<
     ctx(std::env::set_current_dir("/"), || "chdir /".into())?;
 
     let proc_ = Path::new("/proc");
-    mkdir_p(proc_)?;
-    ctx(sys::mount(Some("proc"), proc_, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None), || "mounting /proc".into())?;
+    ctx(on_mount_point(proc_, true, || sys::mount(Some("proc"), proc_, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)), || {
+        "mounting /proc".into()
+    })?;
     crate::vm::trace("container: pivot_root, /proc");
     setup_dev()?;
     crate::vm::trace("container: /dev");
     bind_from_fd(&Bind { fd: shm_fd, is_dir: true, dest: PathBuf::from("/dev/shm"), read_only: false })?;
     let sys_ = Path::new("/sys");
-    mkdir_p(sys_)?;
     ctx(
-        sys::mount(Some("sysfs"), sys_, Some("sysfs"), libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None),
+        on_mount_point(sys_, true, || {
+            sys::mount(Some("sysfs"), sys_, Some("sysfs"), libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)
+        }),
         || "mounting /sys".into(),
     )?;
     for b in &binds {
