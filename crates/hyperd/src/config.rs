@@ -55,7 +55,7 @@ pub struct Flags {
     #[arg(long, value_name = "ARGS")]
     pub kernel_append: Option<String>,
     /// Translation cache of each emulated (TCG) VM, in MiB: what an idle VM keeps resident for translated
-    /// code. Smaller saves host memory, larger saves retranslation (default 32).
+    /// code. Smaller saves host memory, larger saves retranslation (default 48).
     #[arg(long, value_name = "MIB")]
     pub tcg_tb_size: Option<u32>,
     /// Start VMs by restoring a template (a guest booted once per shape and saved) instead of booting each:

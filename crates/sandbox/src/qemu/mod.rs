@@ -85,10 +85,13 @@ pub struct QemuOptions {
     pub template_dir: Option<PathBuf>,
 }
 
-/// An idle VM keeps all of its translation cache resident. Measured with bench/run.sh vm (PSS of an idle pod
-/// after 10 replaces / run -d / replace): QEMU's default (1 GiB) 120 MB / 1763 ms / 145 ms; 64 MiB the same;
-/// 32 MiB 104 MB / 1790 ms / 130 ms; 16 MiB 84 MB / 1923 ms / 264 ms (retranslation starts to show).
-pub const DEFAULT_TCG_TB_SIZE_MIB: u32 = 32;
+/// The translation cache of each emulated VM. QEMU's `info jit`: booting and starting a 2-container busybox
+/// pod translate ~34 MB of code, and a `replace` after it ~3 MB more. With 32 MiB the cache filled and was
+/// flushed near the end of the start, so the start and, above all, the first `replace` after it translated
+/// again what the flush threw away: alternating runs, `run -d` 1114 vs 1019 ms and the first `replace` 267 vs
+/// 121 ms against 64 MiB, which 48 MiB matched. Only what is used becomes resident, so an idle pod costs about
+/// the same (~34 MB); a VM that runs much varied code keeps up to the whole cache. 16 MiB: 229 ms replaces.
+pub const DEFAULT_TCG_TB_SIZE_MIB: u32 = 48;
 
 /// A kernel's version string: from a bzImage's setup header, or from the banner of an uncompressed ELF
 /// vmlinux ("Linux version 6.1.158 (builder) ... #1 ..." gives "6.1.158 (builder) ... #1 ...").
