@@ -239,7 +239,10 @@ impl QemuDriver {
             "-initrd".into(),
             self.initrd.display().to_string(),
             "-append".into(),
-            self.cmdline.clone(),
+            match boot {
+                Boot::Cold => self.cmdline.clone(),
+                Boot::MakeTemplate { .. } | Boot::Restore { .. } => format!("{} {}", self.cmdline, agent_proto::VM_TEMPLATE_FLAG),
+            },
             "-serial".into(),
             format!("file:{d}/console.log"),
             "-qmp".into(),
