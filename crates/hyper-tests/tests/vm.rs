@@ -47,6 +47,8 @@ fn a_vm_pod_runs_the_guest_kernel_with_the_podfile_memory() {
     assert!(mem > 150 * 1024 && mem <= 192 * 1024, "MemTotal {mem} kB for a 192 MiB pod");
     assert_eq!(d.sh("vm", "grep -c ^processor /proc/cpuinfo").trim(), "2", "2 vCPUs");
     assert_eq!(d.sh("vm", "nproc").trim(), "2");
+    // Its NIC and loopback, nothing else (no sit0 tunnel device from the guest kernel).
+    assert_eq!(d.sh("vm", "ls /sys/class/net").split_whitespace().collect::<Vec<_>>(), ["eth0", "lo"]);
 
     // The guest keeps time at the host's rate: under TCG its TSC is the host's, whose frequency the driver
     // measured and passed on (microvm gives the guest nothing to calibrate against).
