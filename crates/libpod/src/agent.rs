@@ -35,6 +35,14 @@ impl PendingReply {
             None => Err(lost("closed")),
         }
     }
+
+    /// Like [`PendingReply::wait`] but gives up after `timeout`.
+    pub async fn wait_timeout(self, timeout: Duration) -> Result<Reply, AgentError> {
+        match tokio::time::timeout(timeout, self.wait()).await {
+            Ok(r) => r,
+            Err(_) => Err(AgentError::new(AgentErrorKind::Failed, format!("the agent did not answer within {}s", timeout.as_secs()))),
+        }
+    }
 }
 
 /// The first request on every connection: the protocol version, the host's clock and fresh randomness
@@ -168,10 +176,7 @@ impl AgentClient {
 
     /// Like [`AgentClient::call`] but gives up after `timeout`.
     pub async fn call_timeout(&self, request: Request, timeout: Duration) -> Result<Reply, AgentError> {
-        match tokio::time::timeout(timeout, self.call(request)).await {
-            Ok(r) => r,
-            Err(_) => Err(AgentError::new(AgentErrorKind::Failed, format!("the agent did not answer within {}s", timeout.as_secs()))),
-        }
+        self.send(request).await.wait_timeout(timeout).await
     }
 
     pub fn send_data(&self, stream: u32, offset: u64, data: &[u8]) {

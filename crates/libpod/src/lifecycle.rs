@@ -112,9 +112,9 @@ impl Engine {
             return Err(PodError::Conflict(format!("pod {} is already running", rec.name)));
         }
         let t0 = Instant::now();
-        let rt = self.start_sandbox(&mut rec).await?;
+        let (rt, setup) = self.start_sandbox(&mut rec).await?;
         let t1 = t0.elapsed();
-        let started = self.set_up_and_start(&mut rec, &rt, pre).await;
+        let started = self.set_up_and_start(&mut rec, &rt, pre, setup).await;
         let t2 = t0.elapsed();
         self.settle_start(&mut rec, &rt, started).await?;
         log::info!(
@@ -168,7 +168,9 @@ impl Engine {
 
     /// A new sandbox with a connected agent. The sandbox is recorded at once, so a daemon that dies
     /// half way finds it (and cleans it up) when it starts again.
-    async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<Arc<Runtime>, PodError> {
+    /// A new sandbox with a connected agent, and the answer to come to the pod's set-up when it was sent right
+    /// behind the hello.
+    async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<(Arc<Runtime>, Option<PendingReply>), PodError> {
         let sbid = random_id("sb-");
         let endpoint = match &self.network {
             Some(n) => Some(n.endpoint(&sbid, &format!("hv{}", &sbid[2..]))?),
@@ -203,19 +205,21 @@ impl Engine {
             self.save(&[rec]).await?;
 
             let restored = state.details.get("boot").is_some_and(|b| b == "template");
-            // A restored agent answers within tens of ms.
-            let (client, rx, _) = self.greet_agent(&state, restored.then_some(Duration::from_millis(300)), self.cfg.agent_timeout).await?;
+            // A restored agent answers within tens of ms. A booted one gets the pod's set-up right behind its
+            // hello (a restored one may need the hello again, on a new connection).
+            let setup = (!restored).then(|| Request::SetupPod(pod_setup(rec, &state)));
+            let (client, rx, _, setup) = self.greet_agent(&state, restored.then_some(Duration::from_millis(300)), self.cfg.agent_timeout, setup).await?;
             log::info!("sandbox {} ({}): agent ready {} ms after start", state.id, state.driver, t0.elapsed().as_millis());
 
             let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
             tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
-            Ok::<_, PodError>(rt)
+            Ok::<_, PodError>((rt, setup))
         }
         .await;
         match connected {
-            Ok(rt) => {
+            Ok((rt, setup)) => {
                 self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), rt.clone());
-                Ok(rt)
+                Ok((rt, setup))
             }
             Err(e) => {
                 let e = with_log_tail(e, &state);
@@ -235,7 +239,15 @@ impl Engine {
     /// open; a VM still running an older agent (a daemon coming back to it) is exposed, and a restored VM meets
     /// its host at that very moment. For both, the hello is tried again on a fresh connection, `retry` apart,
     /// until `limit`. A booting VM's agent opens its port long after the daemon connected.
-    async fn greet_agent(&self, state: &SandboxState, retry: Option<Duration>, limit: Duration) -> Result<(AgentClient, mpsc::UnboundedReceiver<crate::agent::Inbound>, Reply), PodError> {
+    /// `then`, when given and the hello is not to be retried, is sent right behind the hello, without waiting
+    /// for its answer; what waits for its answer comes back with the hello's (None: it was not sent).
+    async fn greet_agent(
+        &self,
+        state: &SandboxState,
+        retry: Option<Duration>,
+        limit: Duration,
+        mut then: Option<Request>,
+    ) -> Result<(AgentClient, mpsc::UnboundedReceiver<crate::agent::Inbound>, Reply, Option<PendingReply>), PodError> {
         let end = tokio::time::Instant::now() + limit;
         let mut attempt = 1;
         loop {
@@ -246,8 +258,14 @@ impl Engine {
             let (client, rx) = AgentClient::connect(&state.socket, limit, alive).await.map_err(PodError::Sandbox)?;
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             let wait = retry.map_or(left, |r| r.min(left));
-            match client.call_timeout(crate::agent::hello(), wait).await {
-                Ok(reply) => return Ok((client, rx, reply)),
+            let hello = client.send(crate::agent::hello()).await;
+            // Only where the hello is not tried again: `then` would be lost with a connection given up on.
+            let next = match then.take_if(|_| retry.is_none()) {
+                Some(r) => Some(client.send(r).await),
+                None => None,
+            };
+            match hello.wait_timeout(wait).await {
+                Ok(reply) => return Ok((client, rx, reply, next)),
                 Err(e) if retry.is_some() && tokio::time::Instant::now() < end && e.message.contains("did not answer") => {
                     log::warn!("sandbox {}: no answer to hello on connection {attempt}, connecting again", state.id);
                     attempt += 1;
@@ -262,8 +280,11 @@ impl Engine {
     /// mappings. The containers' starts are sent as soon as they are prepared, in the podfile's order: the
     /// agent takes requests one at a time, so they queue behind the set-up (which must succeed for them to
     /// run) and behind each other, and the guest goes from one to the next without waiting for the daemon.
-    async fn set_up_and_start(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, pre: Option<Preattach>) -> Result<(), PodError> {
-        let setup = rt.agent.send(Request::SetupPod(pod_setup(rec, &rt.sandbox))).await;
+    async fn set_up_and_start(&self, rec: &mut PodRecord, rt: &Arc<Runtime>, pre: Option<Preattach>, setup: Option<PendingReply>) -> Result<(), PodError> {
+        let setup = match setup {
+            Some(s) => s,
+            None => rt.agent.send(Request::SetupPod(pod_setup(rec, &rt.sandbox))).await,
+        };
         let host = async {
             self.apply_ports(rec, &rt.sandbox)?;
             let prepared = self.prepare_containers(rec, rt, pre).await?;
@@ -604,7 +625,7 @@ impl Engine {
         }
         self.save(&[&old, &new]).await?;
         let handed = t0.elapsed();
-        let started = self.set_up_and_start(&mut new, &rt, None).await;
+        let started = self.set_up_and_start(&mut new, &rt, None, None).await;
         self.settle_start(&mut new, &rt, started).await?;
         log::info!(
             "replaced pod {} with {} in sandbox {} (stop {} ms, reset {} ms, hand-over {} ms, start {} ms)",
@@ -780,7 +801,7 @@ impl Engine {
         }
         // A VM's agent from before it kept its port open looks at it again up to every 500 ms.
         let retry = (sb.driver == "qemu").then_some(Duration::from_secs(1));
-        let (client, rx, reply) = self.greet_agent(&sb, retry, Duration::from_secs(10)).await?;
+        let (client, rx, reply, _) = self.greet_agent(&sb, retry, Duration::from_secs(10), None).await?;
         let state = match reply {
             Reply::Hello { state, .. } => state,
             other => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
