@@ -220,7 +220,14 @@ pub fn daemon_restart(driver: &str) {
         assert!(wait_until(Duration::from_secs(60), || lines(&d, &p) >= before[i] + 20), "{p}: the log grows again after the restart");
         d.ok(&["stop", "-t", "1", &p]);
         let logs = d.ok(&["logs", &p]);
-        let nums: Vec<u64> = logs.lines().map(|l| l.trim_start_matches("line ").parse().unwrap_or_else(|_| panic!("bad line {l:?}"))).collect();
+        let all: Vec<&str> = logs.lines().collect();
+        let nums: Vec<u64> = all
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                l.trim_start_matches("line ").parse().unwrap_or_else(|_| panic!("{p}: bad line {k} {l:?}, around it: {:?}", &all[k.saturating_sub(3)..(k + 3).min(all.len())]))
+            })
+            .collect();
         assert!(nums.len() >= before[i] + 20, "{p}: only {} lines", nums.len());
 
         for (k, n) in nums.iter().enumerate() {

@@ -135,6 +135,10 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                             rt.agent.send_ack(stream, have);
                             continue;
                         }
+                        if offset > have {
+                            // Bytes the agent counts as sent never came: say so rather than lose them quietly.
+                            log::error!("pod {}: {source:?} of container {container}: bytes {have}..{offset} never arrived", rt.pod_id());
+                        }
                         let fresh = &data[(have.saturating_sub(offset) as usize).min(data.len())..];
                         if let Err(e) = log.write(source, fresh) {
                             log::error!("pod {}: writing log {}: {e}", rt.pod_id(), log.path().display());

@@ -350,6 +350,7 @@ impl Agent {
     fn read_conn(&mut self) {
         let Some(c) = &mut self.conn else { return };
         let mut buf = [0u8; 64 << 10];
+        let mut dropped = false;
         loop {
             match sys::read(c.fd.as_raw_fd(), &mut buf) {
                 // A virtio port stays open without a host: the guest discards what a port holds when it is
@@ -366,6 +367,7 @@ impl Agent {
                         c.out.clear();
                         c.out_pos = 0;
                         c.torn = false;
+                        dropped = true;
                     }
                     break;
                 }
@@ -381,6 +383,12 @@ impl Agent {
                     return;
                 }
             }
+        }
+        if dropped {
+            // The frames dropped were counted as sent: without this, a host that is still there (an EOF can be
+            // a port's stale news, read after the host came back) would get the next frames and a gap in its
+            // streams. Sent again from what it acknowledged, the daemon skips what it already has.
+            self.rewind();
         }
         loop {
             let Some(c) = &mut self.conn else { return };
