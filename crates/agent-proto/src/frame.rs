@@ -156,9 +156,58 @@ impl Decoder {
     }
 }
 
+/// Where, in bytes that may start with the rest of an earlier connection's stream, the first whole control
+/// frame of `kind` whose payload `accept`s begins: None until one has arrived whole. A control frame's header
+/// starts with [`VERSION`] and its kind, on stream 0, and its JSON payload never holds those bytes raw
+/// (JSON escapes control characters), so a match inside a real frame's payload is impossible; one inside
+/// stale binary data would also need a payload `accept` likes.
+pub fn find_control_frame(buf: &[u8], kind: FrameKind, accept: impl Fn(&[u8]) -> bool) -> Option<usize> {
+    let mut at = 0;
+    while at + HEADER_LEN <= buf.len() {
+        let i = at + buf[at..].iter().position(|&b| b == VERSION)?;
+        at = i + 1;
+        let Some(h) = buf.get(i..i + HEADER_LEN) else { return None };
+        if h[1] != kind as u8 || h[2..8] != [0; 6] {
+            continue;
+        }
+        let len = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+        if len > MAX_PAYLOAD {
+            continue;
+        }
+        if let Some(p) = buf.get(i + HEADER_LEN..i + HEADER_LEN + len as usize) {
+            if accept(p) {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_control_frame_is_found_after_stale_bytes() {
+        let mut stale = Vec::new();
+        encode_data(&mut stale, 3, 0, b"\x01\x02 binary output with the version byte in it");
+        encode(&mut stale, FrameKind::Response, br#"{"id":7}"#);
+        let mut buf = stale[5..].to_vec(); // the tail of an earlier connection's stream
+        let at = buf.len();
+        encode(&mut buf, FrameKind::Response, br#"{"id":1}"#);
+        encode_data(&mut buf, 3, 0, b"after");
+        let is_first = |p: &[u8]| p == br#"{"id":1}"#;
+        // Not before it has arrived whole...
+        for cut in 0..at + HEADER_LEN + 8 {
+            assert_eq!(find_control_frame(&buf[..cut], FrameKind::Response, is_first), None, "cut at {cut}");
+        }
+        // ...then exactly where it starts, and the stream decodes from there.
+        assert_eq!(find_control_frame(&buf, FrameKind::Response, is_first), Some(at));
+        let mut d = Decoder::new();
+        d.feed(&buf[at..]);
+        assert_eq!(d.next_frame().unwrap(), Some(Frame::Response(br#"{"id":1}"#.to_vec())));
+        assert!(matches!(d.next_frame().unwrap(), Some(Frame::Data { stream: 3, .. })));
+    }
 
     #[test]
     fn roundtrip_in_pieces() {

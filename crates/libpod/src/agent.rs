@@ -58,6 +58,11 @@ pub fn hello() -> Request {
     Request::Hello { version: agent_proto::VERSION, time_ns, entropy }
 }
 
+/// The id of the first request on a connection, which must be the hello ([`hello`]).
+const HELLO_ID: u64 = 1;
+/// The most a connection skips while it waits for the hello's answer.
+const STALE_LIMIT: usize = 8 << 20;
+
 /// A connection to an agent. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
@@ -72,7 +77,8 @@ fn lost(msg: &str) -> AgentError {
 
 impl AgentClient {
     /// Connects to the agent's socket, retrying until `timeout` (a VM's agent needs its guest to boot) or until
-    /// `alive` says the sandbox process is gone.
+    /// `alive` says the sandbox process is gone. The first request sent must be the hello: what the agent sends
+    /// before answering it is skipped.
     pub async fn connect(socket: &Path, timeout: Duration, alive: impl Fn() -> bool) -> Result<(AgentClient, mpsc::UnboundedReceiver<Inbound>), String> {
         let end = tokio::time::Instant::now() + timeout;
         let stream = loop {
@@ -103,13 +109,35 @@ impl AgentClient {
         tokio::spawn(async move {
             let mut dec = Decoder::new();
             let mut buf = vec![0u8; 64 << 10];
+            // What came before the answer to the hello. A VM's virtio port is one stream across hosts: a
+            // host can find at its start the rest of what the agent wrote for the previous one (a frame cut
+            // by that host's death). Everything before the hello's answer is skipped; the hello makes the
+            // agent send again whatever this host has not acknowledged.
+            let mut before_hello = Some(Vec::new());
             let reason = 'outer: loop {
                 let n = match rd.read(&mut buf).await {
                     Ok(0) => break "the agent closed the connection".to_string(),
                     Ok(n) => n,
                     Err(e) => break format!("reading from the agent: {e}"),
                 };
-                dec.feed(&buf[..n]);
+                match &mut before_hello {
+                    Some(pre) => {
+                        pre.extend_from_slice(&buf[..n]);
+                        let is_hello_answer = |p: &[u8]| serde_json::from_slice::<Response>(p).is_ok_and(|r| r.id == HELLO_ID);
+                        match agent_proto::find_control_frame(pre, FrameKind::Response, is_hello_answer) {
+                            Some(at) => {
+                                if at > 0 {
+                                    log::debug!("agent connection: skipped {at} bytes of an earlier connection before the hello's answer");
+                                }
+                                dec.feed(&pre[at..]);
+                                before_hello = None;
+                            }
+                            None if pre.len() > STALE_LIMIT => break "the agent sent more than 8 MiB before answering the hello".to_string(),
+                            None => continue,
+                        }
+                    }
+                    None => dec.feed(&buf[..n]),
+                }
                 loop {
                     match dec.next_frame() {
                         Ok(Some(Frame::Response(b))) => match serde_json::from_slice::<Response>(&b) {
@@ -149,7 +177,7 @@ impl AgentClient {
             }
             let _ = itx.send(Inbound::Disconnected(reason));
         });
-        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(1)) }, irx))
+        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(HELLO_ID)) }, irx))
     }
 
     /// Sends a request and waits for its response.

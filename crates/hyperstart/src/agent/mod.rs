@@ -45,8 +45,6 @@ struct Conn {
     /// A virtio port that read EOF: no host is connected (or not yet known to be). It is not polled (it would
     /// report POLLHUP at once, again and again) until SIGIO or the retry delay says to look again.
     idle: bool,
-    /// `out` no longer starts at a frame's first byte (part of it was written and dropped).
-    torn: bool,
 }
 
 impl Conn {
@@ -325,7 +323,7 @@ impl Agent {
     /// A new daemon connection replaces the old one; every unacknowledged byte will be sent again.
     fn connected(&mut self, fd: OwnedFd) {
         crate::vm::trace("connected");
-        self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0, idle: false, torn: false });
+        self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0, idle: false });
         self.rewind();
     }
 
@@ -350,25 +348,20 @@ impl Agent {
     fn read_conn(&mut self) {
         let Some(c) = &mut self.conn else { return };
         let mut buf = [0u8; 64 << 10];
-        let mut dropped = false;
         loop {
             match sys::read(c.fd.as_raw_fd(), &mut buf) {
                 // A virtio port stays open without a host: the guest discards what a port holds when it is
                 // closed, and QEMU hands a new host's bytes to the guest as soon as it connects, so a close
                 // here could lose them. The decoder stays too: a host's first bytes can even arrive before
                 // the guest learns that the host connected (another queue), and then read EOF right after
-                // them; they are decoded and answered below. Output half written went to a host that is gone
-                // and would start the next one's stream mid-frame: it goes (a new host's hello rewinds the
-                // streams and exits); whole frames not yet written stay, like the answer to such a hello.
+                // them; they are decoded and answered below. Output not yet written stays as well: an EOF is
+                // not always news of a new host (the port's open/close notices travel apart from the data,
+                // so a stale "host gone" can be read after the host came back), and dropping a frame half
+                // written would then cut the same host's stream. A new host skips what comes before the
+                // answer to its hello, and the hello rewinds the streams.
                 Ok(0) if matches!(self.opts.transport, Transport::Port(_)) => {
                     let _ = sys::set_async(c.fd.as_raw_fd(), true);
                     c.idle = true;
-                    if c.out_pos > 0 || c.torn {
-                        c.out.clear();
-                        c.out_pos = 0;
-                        c.torn = false;
-                        dropped = true;
-                    }
                     break;
                 }
                 Ok(0) => {
@@ -383,12 +376,6 @@ impl Agent {
                     return;
                 }
             }
-        }
-        if dropped {
-            // The frames dropped were counted as sent: without this, a host that is still there (an EOF can be
-            // a port's stale news, read after the host came back) would get the next frames and a gap in its
-            // streams. Sent again from what it acknowledged, the daemon skips what it already has.
-            self.rewind();
         }
         loop {
             let Some(c) = &mut self.conn else { return };
@@ -426,11 +413,9 @@ impl Agent {
         if c.out_pos == c.out.len() {
             c.out.clear();
             c.out_pos = 0;
-            c.torn = false;
         } else if c.out_pos > 1 << 20 {
             c.out.drain(..c.out_pos);
             c.out_pos = 0;
-            c.torn = true;
         }
         if self.shutdown {
             // Nothing else will run: push the last answers out even if the daemon reads slowly.
