@@ -22,8 +22,15 @@ pub fn configure(ifaces: &[Interface]) -> Result<(), String> {
     }
     let mut nl = netlink::Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     for i in ifaces {
-        let links = netlink::links();
-        let found = links.iter().find(|(_, _, mac)| mac.eq_ignore_ascii_case(&i.mac));
+        // Usually the interface already has its name (a VM's only NIC is eth0): one sysfs read confirms it.
+        // Looking through every interface costs a VM ~8 ms under emulation.
+        let named = (!i.name.is_empty() && !i.name.contains('/'))
+            .then(|| std::fs::read_to_string(format!("/sys/class/net/{}/address", i.name)).ok())
+            .flatten()
+            .filter(|mac| mac.trim().eq_ignore_ascii_case(&i.mac))
+            .and_then(|mac| netlink::link_index(&i.name).map(|index| (i.name.clone(), index, mac.trim().to_string())));
+        let links = if named.is_some() { Vec::new() } else { netlink::links() };
+        let found = named.as_ref().or_else(|| links.iter().find(|(_, _, mac)| mac.eq_ignore_ascii_case(&i.mac)));
         // Ethernet devices only (a tunnel such as sit0 has no 6-byte address).
         let others: Vec<_> = links.iter().filter(|(name, _, mac)| name != "lo" && netlink::parse_mac(mac).is_some_and(|m| m != [0; 6])).collect();
         let (name, index, _) = match (found, others.as_slice()) {
