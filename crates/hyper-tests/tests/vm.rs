@@ -60,6 +60,12 @@ fn a_vm_pod_runs_the_guest_kernel_with_the_podfile_memory() {
     let guest_now: i64 = d.sh("vm", "date +%s").trim().parse().unwrap();
     let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert!((guest_now - host_now).abs() <= 2, "guest clock {guest_now}, host clock {host_now}");
+    // Under TCG, QEMU runs without transparent huge pages (each 4 KiB the guest touched cost 2 MiB).
+    let info = d.json(&["info"]);
+    let accel = info["driver_status"].as_array().unwrap().iter().find(|p| p[0] == "Accelerator").unwrap()[1].as_str().unwrap().to_string();
+    let qemu = d.inspect("vm")["sandbox"]["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
+    assert_eq!(status.contains("THP_enabled:\t0"), accel == "tcg", "QEMU's huge pages with {accel}: {status}");
     // The share reads ahead one 9p message per miss.
     assert_eq!(d.sh("vm", "cat /sys/class/bdi/9p-*/read_ahead_kb").trim(), "256");
 
