@@ -166,10 +166,9 @@ impl Engine {
         self.store.put(recs)
     }
 
-    /// A new sandbox with a connected agent. The sandbox is recorded at once, so a daemon that dies
-    /// half way finds it (and cleans it up) when it starts again.
-    /// A new sandbox with a connected agent, and the answer to come to the pod's set-up when it was sent right
-    /// behind the hello.
+    /// A new sandbox with a connected agent, and what waits for the answer to the pod's set-up when that was
+    /// sent right behind the hello. The sandbox is recorded at once, so a daemon that dies half way finds it
+    /// (and cleans it up) when it starts again.
     async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<(Arc<Runtime>, Option<PendingReply>), PodError> {
         let sbid = random_id("sb-");
         let endpoint = match &self.network {
