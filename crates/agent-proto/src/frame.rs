@@ -166,7 +166,7 @@ pub fn find_control_frame(buf: &[u8], kind: FrameKind, accept: impl Fn(&[u8]) ->
     while at + HEADER_LEN <= buf.len() {
         let i = at + buf[at..].iter().position(|&b| b == VERSION)?;
         at = i + 1;
-        let Some(h) = buf.get(i..i + HEADER_LEN) else { return None };
+        let h = buf.get(i..i + HEADER_LEN)?;
         if h[1] != kind as u8 || h[2..8] != [0; 6] {
             continue;
         }
@@ -174,13 +174,44 @@ pub fn find_control_frame(buf: &[u8], kind: FrameKind, accept: impl Fn(&[u8]) ->
         if len > MAX_PAYLOAD {
             continue;
         }
-        if let Some(p) = buf.get(i + HEADER_LEN..i + HEADER_LEN + len as usize) {
-            if accept(p) {
-                return Some(i);
-            }
+        if buf.get(i + HEADER_LEN..i + HEADER_LEN + len as usize).is_some_and(&accept) {
+            return Some(i);
         }
     }
     None
+}
+
+/// The start of a connection whose first bytes may be the rest of an earlier connection's stream: bytes go in
+/// until the first whole control frame of a kind that a test accepts (the answer to the connection's first
+/// request) has come; from that frame on, they are the stream. Of the bytes before it, no more is kept than
+/// a frame that is still to be completed could span.
+#[derive(Debug, Default)]
+pub struct Resync {
+    pre: Vec<u8>,
+    skipped: usize,
+}
+
+impl Resync {
+    pub fn new() -> Resync {
+        Resync::default()
+    }
+
+    /// Takes `data`. Once the awaited frame has come whole, returns the bytes from its first one on (for a
+    /// [`Decoder`]) and how many bytes came before it.
+    pub fn push(&mut self, data: &[u8], kind: FrameKind, accept: impl Fn(&[u8]) -> bool) -> Option<(Vec<u8>, usize)> {
+        self.pre.extend_from_slice(data);
+        if let Some(at) = find_control_frame(&self.pre, kind, accept) {
+            let rest = self.pre.split_off(at);
+            return Some((rest, self.skipped + at));
+        }
+        let keep = HEADER_LEN + MAX_PAYLOAD as usize;
+        if self.pre.len() > keep {
+            let cut = self.pre.len() - keep;
+            self.pre.drain(..cut);
+            self.skipped += cut;
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +238,22 @@ mod tests {
         d.feed(&buf[at..]);
         assert_eq!(d.next_frame().unwrap(), Some(Frame::Response(br#"{"id":1}"#.to_vec())));
         assert!(matches!(d.next_frame().unwrap(), Some(Frame::Data { stream: 3, .. })));
+    }
+
+    #[test]
+    fn resync_keeps_no_more_than_a_frame_could_span() {
+        let is_first = |p: &[u8]| p == br#"{"id":1}"#;
+        let mut r = Resync::new();
+        let junk = vec![0u8; 3 * (MAX_PAYLOAD as usize)];
+        for chunk in junk.chunks(1 << 20) {
+            assert_eq!(r.push(chunk, FrameKind::Response, is_first), None);
+            assert!(r.pre.len() <= HEADER_LEN + MAX_PAYLOAD as usize);
+        }
+        let mut answer = Vec::new();
+        encode(&mut answer, FrameKind::Response, br#"{"id":1}"#);
+        encode_ack(&mut answer, 5, 9);
+        let (rest, skipped) = r.push(&answer, FrameKind::Response, is_first).expect("found");
+        assert_eq!((rest, skipped), (answer, junk.len()));
     }
 
     #[test]

@@ -24,7 +24,7 @@
 mod frame;
 mod messages;
 
-pub use frame::{Decoder, Frame, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD, encode, encode_ack, encode_close, encode_data, find_control_frame};
+pub use frame::{Decoder, Frame, FrameError, FrameKind, HEADER_LEN, MAX_PAYLOAD, encode, encode_ack, encode_close, encode_data, find_control_frame, Resync};
 pub use messages::*;
 
 /// Protocol version: the first byte of every frame, and what `Hello` negotiates.

@@ -60,8 +60,6 @@ pub fn hello() -> Request {
 
 /// The id of the first request on a connection, which must be the hello ([`hello`]).
 const HELLO_ID: u64 = 1;
-/// The most a connection skips while it waits for the hello's answer.
-const STALE_LIMIT: usize = 8 << 20;
 
 /// A connection to an agent. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -113,7 +111,7 @@ impl AgentClient {
             // host can find at its start the rest of what the agent wrote for the previous one (a frame cut
             // by that host's death). Everything before the hello's answer is skipped; the hello makes the
             // agent send again whatever this host has not acknowledged.
-            let mut before_hello = Some(Vec::new());
+            let mut before_hello = Some(agent_proto::Resync::new());
             let reason = 'outer: loop {
                 let n = match rd.read(&mut buf).await {
                     Ok(0) => break "the agent closed the connection".to_string(),
@@ -121,20 +119,14 @@ impl AgentClient {
                     Err(e) => break format!("reading from the agent: {e}"),
                 };
                 match &mut before_hello {
-                    Some(pre) => {
-                        pre.extend_from_slice(&buf[..n]);
+                    Some(sync) => {
                         let is_hello_answer = |p: &[u8]| serde_json::from_slice::<Response>(p).is_ok_and(|r| r.id == HELLO_ID);
-                        match agent_proto::find_control_frame(pre, FrameKind::Response, is_hello_answer) {
-                            Some(at) => {
-                                if at > 0 {
-                                    log::debug!("agent connection: skipped {at} bytes of an earlier connection before the hello's answer");
-                                }
-                                dec.feed(&pre[at..]);
-                                before_hello = None;
-                            }
-                            None if pre.len() > STALE_LIMIT => break "the agent sent more than 8 MiB before answering the hello".to_string(),
-                            None => continue,
+                        let Some((stream, skipped)) = sync.push(&buf[..n], FrameKind::Response, is_hello_answer) else { continue };
+                        if skipped > 0 {
+                            log::debug!("agent connection: skipped {skipped} bytes of an earlier connection before the hello's answer");
                         }
+                        dec.feed(&stream);
+                        before_hello = None;
                     }
                     None => dec.feed(&buf[..n]),
                 }
