@@ -2,43 +2,26 @@
 //! path resolves inside it (`openat2(RESOLVE_IN_ROOT)`), so an image's absolute symlinks stay in the image, and
 //! only regular files are ever opened (a device node or a FIFO in a layer is never touched).
 
-use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use agent_proto::{ProcessConfig, Resolved};
+use sandbox::rootdir::RootDir;
 
 /// Files larger than this are not an /etc/passwd the daemon will parse.
 const MAX_READ: u64 = 4 << 20;
 
-pub struct HostRoot {
-    root: OwnedFd,
-}
+pub struct HostRoot(RootDir);
 
 impl HostRoot {
     pub fn open(dir: &Path) -> std::io::Result<HostRoot> {
-        let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir)?;
-        Ok(HostRoot { root: f.into() })
+        RootDir::open(dir).map(HostRoot)
     }
 
     /// Opens `path` inside the root, following symlinks within it.
     fn open_in(&self, path: &str, flags: libc::c_int) -> Option<OwnedFd> {
-        let c = CString::new(path.trim_start_matches('/')).ok()?;
-        // SAFETY: open_how is a plain C struct for which all-zero is valid (and required for unused fields).
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        // openat2 refuses O_PATH with any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
-        let extra = if flags & libc::O_PATH != 0 { 0 } else { libc::O_NOCTTY };
-        how.flags = (flags | libc::O_CLOEXEC | extra) as u64;
-
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: `c` is a valid C string and `how` a valid open_how that outlives the call; the kernel copies both.
-        let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, self.root.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
-        };
-        // SAFETY: on success, a fresh descriptor nobody else owns.
-        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        self.0.open_in(path, flags).ok()
     }
 
     /// What `path` leads to (its final symlink followed), without opening the file itself.
@@ -94,6 +77,7 @@ pub fn resolve(dir: &Path, p: &ProcessConfig) -> Option<Resolved> {
 mod tests {
     use super::*;
     use passwd::RootFs;
+    use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod ns;
 pub mod qemu;
+pub mod rootdir;
 mod sys;
 
 use std::collections::BTreeMap;

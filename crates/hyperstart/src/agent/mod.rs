@@ -292,7 +292,7 @@ impl Agent {
         let now = Instant::now();
         let mut next: Option<Instant> = self.timers.iter().map(|(t, _)| *t).min();
         // An exit waits for its output for a while, but only matters when there is a daemon to tell.
-        if self.conn.as_ref().is_some_and(|c| !c.idle) {
+        if !self.no_host() {
             for p in self.containers.values().chain(self.execs.values()) {
                 if let (Some(at), false) = (p.exited_at, p.event_sent) {
                     let t = (at + EXIT_GRACE).max(now);

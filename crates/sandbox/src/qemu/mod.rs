@@ -354,7 +354,8 @@ impl Driver for QemuDriver {
         }
         // Made here, while the guest sets the pod up: over 9p, each mount point the guest has to look for and
         // create costs it a few round trips and ms of emulated kernel work.
-        for f in sys::make_mount_points(&dir, &MOUNT_POINT_DIRS, &MOUNT_POINT_FILES) {
+        let root = crate::rootdir::RootDir::open(&dir).map_err(io_err(format!("opening {}", dir.display())))?;
+        for f in root.make_mount_points(&MOUNT_POINT_DIRS, &MOUNT_POINT_FILES) {
             log::debug!("container {}: mount point {f} left to the agent", c.id);
         }
         Ok(Rootfs::Bind { path: format!("{GUEST_SHARE}/{}/rootfs", c.id) })
