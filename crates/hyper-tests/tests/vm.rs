@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hyper_tests::daemon::{Daemon, sandbox_processes};
+use hyper_tests::daemon::{Daemon, mounts_mentioning, sandbox_processes};
 use hyper_tests::image::{Compression, Entry, Layout};
 use hyper_tests::wait_until;
 use serde_json::{Value, json};
@@ -202,6 +202,96 @@ fn vm_templates_restore_independent_vms() {
     }
     assert!(no_template_qemu());
     assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
+}
+
+/// `--vm-cache 1`: a VM boots ahead of time; a pod of the default shape starts in it (its QEMU, its own MAC and
+/// address, a working network), another VM boots in its place, and a pod of another shape boots its own. A
+/// daemon that is killed leaves the waiting VM, and the next one on the same root removes it; a daemon that
+/// stops kills it.
+#[test]
+fn vm_cache_starts_pods_in_vms_booted_ahead() {
+    let mut d = Daemon::with_driver("qemu", &["--vm-cache", "1"]);
+    let root = d.root.display().to_string();
+    // The cache's QEMUs (of this daemon's root: other tests run VMs too).
+    let cached_qemus = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+                let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).into_owned();
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+                (!zombie && cmd.contains("hyper-vc-") && cmd.contains(&format!("{root}/vm-cache/"))).then_some(pid)
+            })
+            .collect()
+    };
+    let waiting = |d: &Daemon| {
+        let info = d.json(&["info"]);
+        info["driver_status"].as_array().unwrap().iter().find(|p| p[0] == "VM cache").unwrap()[1].as_str().unwrap().to_string()
+    };
+    assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
+    let parked = cached_qemus();
+    assert_eq!(parked.len(), 1, "one VM waits: {parked:?}");
+
+    let pf = d.podfile("c1.json", &json!({"id": "c1", "hostname": "cached",
+        "containers": [{"name": "a", "image": "busybox", "command": ["sleep", "1000"]},
+                       {"name": "b", "image": "busybox", "command": ["sleep", "1001"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let sb = d.inspect("c1")["sandbox"].clone();
+    assert_eq!(sb["details"]["boot"], "cache", "{sb}");
+    assert_eq!(sb["pid"], parked[0], "the pod runs in the VM that waited");
+    assert_eq!(d.sh("c1/a", "hostname").trim(), "cached");
+    assert_eq!(d.sh("c1/b", "cat /sys/class/net/eth0/address").trim(), sb["details"]["mac"].as_str().unwrap(), "the pod's own MAC");
+    assert!(d.sh("c1/b", "ip -4 addr show eth0").contains(sb["details"]["ip"].as_str().unwrap()));
+    assert!(d.sh("c1/a", "ps").contains("sleep 1001"), "one PID namespace");
+    let console = std::path::Path::new(sb["details"]["log"].as_str().unwrap());
+    assert!(console.starts_with(d.root.join("sandboxes")) && console.is_file(), "the VM's directory moved to its sandbox's: {console:?}");
+
+    // Another VM takes the taken one's place; a pod of another shape boots its own and reaches the first.
+    assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
+    // (A taken VM's QEMU keeps the command line it had in the cache.)
+    let next: Vec<i32> = cached_qemus().into_iter().filter(|p| *p != parked[0]).collect();
+    assert_eq!(next.len(), 1, "a new VM waits: {next:?} (taken: {})", parked[0]);
+    let pf2 = d.podfile("c2.json", &json!({"id": "c2", "resource": {"vcpu": 1, "memory": 160},
+        "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["run", "-d", &pf2]);
+    assert_eq!(d.inspect("c2")["sandbox"]["details"]["boot"], "boot", "another shape boots");
+    d.sh("c2", &format!("ping -c 1 -W 5 {}", sb["details"]["ip"].as_str().unwrap()));
+
+    // stop ends the VM; start takes the next one
+    d.ok(&["stop", "c1"]);
+    assert!(wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{}", parked[0])).exists()), "the taken VM's QEMU ends with the pod");
+    d.ok(&["start", "c1"]);
+    assert_eq!(d.inspect("c1")["sandbox"]["pid"], next[0]);
+    assert_eq!(d.sh("c1/a", "echo again").trim(), "again");
+    d.ok(&["rm", "-f", "c1", "c2"]);
+    assert!(wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{}", next[0])).exists()));
+    assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
+
+    // A killed daemon leaves its waiting VM; the next one removes it, and boots its own.
+    assert!(wait_until(Duration::from_secs(60), || cached_qemus().len() == 1));
+    let left = cached_qemus();
+    d.kill();
+    assert_eq!(cached_qemus(), left, "the waiting VM outlives a daemon that was killed");
+    d.restart();
+    assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
+    let after = cached_qemus();
+    assert!(after.len() == 1 && after != left, "the earlier daemon's VM is gone, a new one waits: {after:?} (was {left:?})");
+    // A daemon that stops kills the VM that waits, its tap, mounts and directory.
+    let daemon = d.pid();
+    // SAFETY: kill has no memory arguments.
+    unsafe { libc::kill(daemon as i32, libc::SIGTERM) };
+    let exited = || {
+        std::fs::read_to_string(format!("/proc/{daemon}/stat"))
+            .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+    };
+    assert!(wait_until(Duration::from_secs(20), exited), "hyperd exits on SIGTERM");
+    assert!(cached_qemus().is_empty(), "the waiting VM is killed: {:?}", cached_qemus());
+    assert_eq!(d.entries("vm-cache"), Vec::<String>::new());
+    assert!(mounts_mentioning(&format!("{root}/vm-cache")).is_empty(), "{:?}", mounts_mentioning(&format!("{root}/vm-cache")));
+    let taps = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&taps.stdout).contains(": hc"), "no cached VM's tap is left");
 }
 
 /// While no daemon is connected, the agent keeps its virtio port open: the guest throws away what a closed

@@ -63,6 +63,10 @@ pub struct Flags {
     /// layout included); each gets its own randomness, clock and MAC at start.
     #[arg(long)]
     pub vm_templates: bool,
+    /// Keep N VMs of the default shape (1 vCPU, 128 MiB) booted ahead of time: a pod of that shape starts in one
+    /// of them instead of booting. Each costs an idle VM's memory while it waits (default 0: off).
+    #[arg(long, value_name = "N")]
+    pub vm_cache: Option<usize>,
     /// The bridge pods are attached to (created if missing).
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
@@ -97,6 +101,7 @@ struct FileConfig {
     tcg_tb_size: Option<u32>,
     #[serde(default)]
     vm_templates: bool,
+    vm_cache: Option<usize>,
     bridge: Option<String>,
     pod_cidr: Option<String>,
     #[serde(default)]
@@ -123,6 +128,8 @@ pub struct Config {
     pub tcg_tb_size_mib: u32,
     /// Where VM templates are kept, when they are used.
     pub template_dir: Option<PathBuf>,
+    /// The VM cache (its size 0 when off: a cache an earlier daemon left is removed all the same).
+    pub vm_cache: sandbox::qemu::CacheOptions,
     pub network: network::NetworkConfig,
 }
 
@@ -191,6 +198,12 @@ impl Config {
         let root: PathBuf = flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into());
         Ok(Config {
             template_dir: (flags.vm_templates || file.vm_templates).then(|| root.join("vm-templates")),
+            vm_cache: sandbox::qemu::CacheOptions {
+                dir: root.join("vm-cache"),
+                size: flags.vm_cache.or(file.vm_cache).unwrap_or(0),
+                vcpu: podspec::DEFAULT_VCPU,
+                memory_mb: podspec::DEFAULT_MEMORY_MB,
+            },
             kernel_append: flags.kernel_append.or(file.kernel_append).unwrap_or_default(),
             tcg_tb_size_mib: match flags.tcg_tb_size.or(file.tcg_tb_size).unwrap_or(sandbox::qemu::DEFAULT_TCG_TB_SIZE_MIB) {
                 0 => bail!("--tcg-tb-size must be at least 1 (MiB)"),

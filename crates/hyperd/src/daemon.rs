@@ -17,6 +17,7 @@ pub struct Daemon {
     pub config: Config,
     pub images: Arc<ImageStore>,
     pub engine: Arc<libpod::Engine>,
+    driver: Arc<dyn sandbox::Driver>,
     _lock: std::fs::File,
 }
 
@@ -57,11 +58,13 @@ impl Daemon {
                     kernel_append: config.kernel_append.clone(),
                     tcg_tb_size_mib: config.tcg_tb_size_mib,
                     template_dir: config.template_dir.clone(),
+                    vm_cache: Some(config.vm_cache.clone()),
                 })
-                .context("the qemu driver")?;
+                .context("the qemu driver")?
+                .shared();
                 // A guest under emulation on a busy host can take a while to boot.
                 let t = if d.accel() == sandbox::qemu::Accel::Tcg { 120 } else { 30 };
-                (Arc::new(d), t)
+                (d, t)
             }
             other => bail!("unknown sandbox driver {other:?}"),
         };
@@ -71,11 +74,11 @@ impl Daemon {
 
             db,
             images.clone(),
-            driver,
+            driver.clone(),
             Some(network),
         )
         .context("opening the pod engine")?;
-        Ok(Daemon { config, images, engine, _lock: lock })
+        Ok(Daemon { config, images, engine, driver, _lock: lock })
     }
 
     /// Serves the API until SIGTERM or SIGINT.
@@ -116,6 +119,7 @@ impl Daemon {
             }
         }
         let _ = std::fs::remove_file(&self.config.socket);
+        self.driver.shutdown();
         Ok(())
     }
 }

@@ -151,6 +151,8 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Ends the sandbox: kills whatever is left of it and releases every host resource it had. Keeps going after
     /// a failure and reports them all.
     fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError>;
+    /// The daemon stops: releases what the driver holds for no sandbox (running sandboxes stay).
+    fn shutdown(&self) {}
 }
 
 /// A process's state letter and start time (ticks since boot), from one read of /proc/PID/stat.

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod accel;
+mod cache;
 mod qmp;
 mod template;
 
@@ -19,11 +20,13 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_proto::Rootfs;
 
 pub use accel::{Accel, AccelRequest};
+pub use cache::CacheOptions;
 
 use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, sys};
 
@@ -58,6 +61,8 @@ pub struct QemuDriver {
     kernel_version: Option<String>,
     /// VM templates, when enabled.
     templates: Option<template::Templates>,
+    /// VMs booted ahead of time.
+    cache: Option<cache::VmCache>,
 }
 
 /// How a QEMU process starts its guest.
@@ -65,6 +70,8 @@ pub struct QemuDriver {
 enum Boot<'a> {
     /// Boots the kernel.
     Cold,
+    /// Boots the kernel for the VM cache: the agent says on the console when it waits for a host.
+    Park,
     /// Boots the kernel to make a template: its RAM is the file `mem`, written through; no host network.
     MakeTemplate { mem: &'a Path },
     /// Restores the template whose RAM is `mem` (mapped private: the file never changes).
@@ -83,6 +90,8 @@ pub struct QemuOptions {
     pub tcg_tb_size_mib: u32,
     /// Where VM templates are kept; None: every VM boots.
     pub template_dir: Option<PathBuf>,
+    /// The VM cache; None: no cache, and none of an earlier daemon is looked for.
+    pub vm_cache: Option<CacheOptions>,
 }
 
 /// The translation cache of each emulated VM. QEMU's `info jit`: booting and starting a 2-container busybox
@@ -131,6 +140,7 @@ impl QemuDriver {
         let cmdline = format!("{cmdline} {}", o.kernel_append).trim().to_string();
         let kernel_version = kernel_version(&o.kernel);
         let templates = o.template_dir.map(template::Templates::new);
+        let cache = o.vm_cache.map(cache::VmCache::new);
         Ok(QemuDriver {
             qemu: o.qemu,
             kernel: o.kernel,
@@ -142,7 +152,17 @@ impl QemuDriver {
             tb_size_mib: o.tcg_tb_size_mib,
             kernel_version,
             templates,
+            cache,
         })
+    }
+
+    /// The driver, shared; the VM cache (if any) starts filling.
+    pub fn shared(self) -> Arc<QemuDriver> {
+        let d = Arc::new(self);
+        if let Some(c) = &d.cache {
+            c.refill(&d, Duration::ZERO);
+        }
+        d
     }
 
     pub fn accel(&self) -> Accel {
@@ -213,7 +233,7 @@ impl QemuDriver {
     fn args(&self, cfg: &SandboxConfig, boot: Boot) -> Vec<String> {
         let d = cfg.dir.display();
         let mem = match boot {
-            Boot::Cold => None,
+            Boot::Cold | Boot::Park => None,
             Boot::MakeTemplate { mem } => Some((mem, "share=on")),
             Boot::Restore { mem } => Some((mem, "share=off")),
         };
@@ -251,7 +271,7 @@ impl QemuDriver {
             "-append".into(),
             match boot {
                 Boot::Cold => self.cmdline.clone(),
-                Boot::MakeTemplate { .. } | Boot::Restore { .. } => format!("{} {}", self.cmdline, agent_proto::VM_TEMPLATE_FLAG),
+                Boot::Park | Boot::MakeTemplate { .. } | Boot::Restore { .. } => format!("{} {}", self.cmdline, agent_proto::VM_TEMPLATE_FLAG),
             },
             "-serial".into(),
             format!("file:{d}/console.log"),
@@ -314,22 +334,32 @@ impl Driver for QemuDriver {
             ("Accelerator".into(), self.accel.name().into()),
             ("Accelerator reason".into(), self.accel_reason.clone()),
             ("VM templates".into(), self.templates.as_ref().map_or("off (every VM boots)".into(), |t| format!("on, in {}", t.dir().display()))),
+            ("VM cache".into(), self.cache.as_ref().map_or("off (every VM boots)".into(), |c| c.describe())),
         ]
     }
 
     fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError> {
         let socket = crate::agent_socket(&cfg.dir)?;
-        let share = cfg.dir.join("share");
-        std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
-        let (pid, start_time, how) = self.launch(cfg, &share).inspect_err(|_| {
-            // Whatever step failed, nothing of the sandbox stays on the host.
-            if let Some(nic) = &cfg.nic {
-                let _ = crate::unplug(&nic.host_if);
-            }
-            umount_all(&share);
-            let _ = std::fs::remove_dir_all(&cfg.dir);
-        })?;
+        let cached = self.cache.as_ref().and_then(|c| c.take(cfg));
         let mut details = BTreeMap::new();
+        let (pid, start_time, how) = match cached {
+            Some((pid, start_time, name)) => {
+                details.insert("cached_as".into(), name);
+                (pid, start_time, "cache")
+            }
+            None => {
+                let share = cfg.dir.join("share");
+                std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
+                self.launch(cfg, &share).inspect_err(|_| {
+                    // Whatever step failed, nothing of the sandbox stays on the host.
+                    if let Some(nic) = &cfg.nic {
+                        let _ = crate::unplug(&nic.host_if);
+                    }
+                    umount_all(&share);
+                    let _ = std::fs::remove_dir_all(&cfg.dir);
+                })?
+            }
+        };
         details.insert("accelerator".into(), self.accel.name().into());
         details.insert("boot".into(), how.into());
         details.insert("log".into(), cfg.dir.join("console.log").display().to_string());
@@ -391,6 +421,12 @@ impl Driver for QemuDriver {
 
     fn is_alive(&self, s: &SandboxState) -> bool {
         process_alive(s.pid, s.start_time)
+    }
+
+    fn shutdown(&self) {
+        if let Some(c) = &self.cache {
+            c.shutdown();
+        }
     }
 
     fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError> {

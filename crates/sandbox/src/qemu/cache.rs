@@ -1,0 +1,279 @@
+//! The VM cache (`hyperd --vm-cache N`): N guests of one shape booted ahead of time, each parked at its agent's
+//! port with no pod and no host connected. A start of that shape takes one instead of booting, and another boots
+//! in its place. The original Hyper had the same (its VmCache); unlike a template, every cached guest booted on
+//! its own, so nothing of its memory (random state, address layout) is shared with another VM.
+//!
+//! ```text
+//! <cache dir>/<id>/          a parked VM's sandbox directory (share/, sockets, logs); a start renames it to
+//!                            the sandbox's own directory (QEMU holds the share, the log and its listening
+//!                            sockets by descriptor or inode, so none of them minds)
+//! <cache dir>/<id>/parked    "PID START_TIME TAP": what a daemon that comes back must kill and remove
+//! ```
+//!
+//! A parked VM's tap is neither bridged nor up; the start that takes the VM renames it to the sandbox's own
+//! name and plugs it, and the agent gives the guest's NIC the pod's MAC at set-up (as for a template).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::{Boot, QemuDriver, kill_spawned, umount_all};
+use crate::{Nic, SandboxConfig, SandboxError, io_err, process_alive, sys};
+
+/// How long a refill waits after a start took a VM: the taken guest's hello, set-up and containers (~0.1-0.2 s
+/// under TCG) then have the host's CPUs to themselves.
+const REFILL_DELAY: Duration = Duration::from_millis(300);
+
+/// What the cache keeps ready.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub dir: PathBuf,
+    /// How many VMs wait (0: the cache is off, and only leftovers of an earlier daemon are removed).
+    pub size: usize,
+    pub vcpu: u32,
+    pub memory_mb: u32,
+}
+
+/// A VM waiting in the cache.
+#[derive(Debug)]
+struct Parked {
+    dir: PathBuf,
+    pid: i32,
+    start: u64,
+    tap: String,
+}
+
+#[derive(Debug)]
+pub struct VmCache {
+    o: CacheOptions,
+    parked: Mutex<Vec<Parked>>,
+    /// VMs being started for the cache right now (counted against its size).
+    booting: AtomicUsize,
+    /// One refill at a time.
+    filling: Mutex<()>,
+    driver: Mutex<Weak<QemuDriver>>,
+    /// The daemon stops: a VM that finishes starting now is killed, not parked.
+    closed: AtomicBool,
+}
+
+fn err(msg: impl Into<String>) -> SandboxError {
+    SandboxError::Setup(msg.into())
+}
+
+fn random_name(prefix: &str, n: usize) -> String {
+    let mut b = vec![0u8; n];
+    // SAFETY: getrandom fills the buffer it is given, up to its length.
+    let got = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if got != n as isize {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> (i * 5)) as u8;
+        }
+    }
+    format!("{prefix}{}", b.iter().map(|x| (b'a' + x % 26) as char).collect::<String>())
+}
+
+impl VmCache {
+    /// The cache in `o.dir`, after removing what a daemon before this one left there.
+    pub fn new(o: CacheOptions) -> VmCache {
+        clean(&o.dir);
+        VmCache {
+            o,
+            parked: Mutex::new(Vec::new()),
+            booting: AtomicUsize::new(0),
+            filling: Mutex::new(()),
+            driver: Mutex::new(Weak::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts filling the cache in the background once the driver is shared (`after`: a pause first).
+    pub fn refill(&self, d: &Arc<QemuDriver>, after: Duration) {
+        if self.o.size == 0 || self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(d);
+        let weak = Arc::downgrade(d);
+        let spawned = std::thread::Builder::new().name("vm-cache".into()).spawn(move || {
+            std::thread::sleep(after);
+            if let Some(d) = weak.upgrade()
+                && let Some(c) = &d.cache
+            {
+                c.fill(&d);
+            }
+        });
+        if let Err(e) = spawned {
+            log::warn!("VM cache: cannot start refilling: {e}");
+        }
+    }
+
+    /// Boots VMs until the cache holds its size.
+    fn fill(&self, d: &QemuDriver) {
+        let _g = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let have = self.parked.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if have >= self.o.size || self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            self.booting.fetch_add(1, Ordering::SeqCst);
+            let booted = self.boot(d);
+            match booted {
+                Ok(p) if self.closed.load(Ordering::SeqCst) => {
+                    discard(&p);
+                    self.booting.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                Ok(p) => self.parked.lock().unwrap_or_else(|e| e.into_inner()).push(p),
+                Err(e) => {
+                    log::warn!("VM cache: booting a VM failed, the cache stays short: {e}");
+                    self.booting.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+            self.booting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts one VM for the cache: its directory, private share mount and unplugged tap, then QEMU.
+    fn boot(&self, d: &QemuDriver) -> Result<Parked, SandboxError> {
+        let id = random_name("vc-", 10);
+        let dir = self.o.dir.join(&id);
+        let tap = random_name("hc", 10);
+        let share = dir.join("share");
+        std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
+        let cfg = SandboxConfig {
+            id: id.clone(),
+            dir: dir.clone(),
+            vcpu: self.o.vcpu,
+            memory_mb: self.o.memory_mb,
+            nic: Some(Nic { host_if: tap.clone(), mac: "02:00:00:00:00:01".into(), bridge: String::new(), mtu: 1500 }),
+        };
+        let started = (|| {
+            sys::mount(&share.display().to_string(), &share, None, libc::MS_BIND, None)
+                .and_then(|_| sys::propagation(&share, libc::MS_PRIVATE))
+                .map_err(io_err(format!("making {} a private mount", share.display())))?;
+            netlink::create_tap(&tap).map_err(io_err(format!("creating tap {tap}")))?;
+            d.spawn(&cfg, Boot::Park)
+        })();
+        let (pid, start) = started.inspect_err(|_| {
+            let _ = crate::unplug(&tap);
+            umount_all(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+        })?;
+        let parked = Parked { dir, pid, start, tap };
+        if let Err(e) = std::fs::write(parked.dir.join("parked"), format!("{pid} {start} {}", parked.tap)) {
+            discard(&parked);
+            return Err(err(format!("recording the cached VM: {e}")));
+        }
+        log::debug!("VM cache: {id} (QEMU {pid}) boots");
+        Ok(parked)
+    }
+
+    /// Hands a cached VM to the sandbox `cfg` when it has the cache's shape: its directory becomes `cfg.dir`, its
+    /// tap `cfg.nic`'s, plugged. Returns its QEMU's pid and start time, and the name the VM had in the cache
+    /// (QEMU's `-name hyper-NAME` stays). None: the cache had none that fits (or failed to hand one over).
+    pub fn take(&self, cfg: &SandboxConfig) -> Option<(i32, u64, String)> {
+        let nic = cfg.nic.as_ref()?;
+        if self.o.size == 0 || cfg.vcpu != self.o.vcpu || cfg.memory_mb != self.o.memory_mb {
+            return None;
+        }
+        let got = loop {
+            let p = self.parked.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if process_alive(p.pid, p.start) {
+                break p;
+            }
+            log::warn!("VM cache: QEMU {} of {} died while parked (see {})", p.pid, p.dir.display(), p.dir.join("qemu.log").display());
+            discard(&p);
+        };
+        let handed = hand_over(&got, cfg, nic);
+        let me = self.driver.lock().unwrap_or_else(|e| e.into_inner()).upgrade();
+        if let Some(me) = me {
+            self.refill(&me, REFILL_DELAY);
+        }
+        match handed {
+            Ok(()) => {
+                log::debug!("sandbox {}: took cached VM {} (QEMU {})", cfg.id, got.dir.display(), got.pid);
+                Some((got.pid, got.start, got.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()))
+            }
+            Err(e) => {
+                log::warn!("sandbox {}: handing over cached VM {} failed, booting instead: {e}", cfg.id, got.dir.display());
+                // The tap under either name (the rename may have happened); the directory moves last, so a failure
+                // leaves it where it was.
+                discard(&got);
+                let _ = crate::unplug(&nic.host_if);
+                None
+            }
+        }
+    }
+
+    /// The cache for `hyper info`.
+    pub fn describe(&self) -> String {
+        if self.o.size == 0 {
+            return "off (every VM boots)".into();
+        }
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = parked.iter().filter(|p| is_parked(&p.dir)).count();
+        format!(
+            "{} of {} VMs ({} vCPU, {} MiB): {ready} waiting for a pod, {} booting, in {}",
+            parked.len(),
+            self.o.size,
+            self.o.vcpu,
+            self.o.memory_mb,
+            parked.len() - ready + self.booting.load(Ordering::SeqCst),
+            self.o.dir.display()
+        )
+    }
+
+    /// Kills every cached VM (the daemon stops: nobody would take them).
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // A VM being started now is killed by the refill that starts it, once it sees the cache closed.
+        let _g = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        let all: Vec<Parked> = std::mem::take(&mut *self.parked.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in &all {
+            discard(p);
+        }
+    }
+}
+
+/// Whether a cached VM's agent got to its port (it says so on the console, as a template's does).
+fn is_parked(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("console.log")).is_ok_and(|c| c.contains(agent_proto::VM_PARKED_MARK))
+}
+
+fn hand_over(p: &Parked, cfg: &SandboxConfig, nic: &Nic) -> Result<(), SandboxError> {
+    let index = netlink::link_index(&p.tap).ok_or_else(|| err(format!("tap {} vanished", p.tap)))?;
+    let mut nl = netlink::Netlink::open().map_err(io_err("netlink"))?;
+    nl.set_name(index, &nic.host_if).map_err(io_err(format!("renaming tap {} to {}", p.tap, nic.host_if)))?;
+    crate::plug(nic)?;
+    std::fs::remove_file(p.dir.join("parked")).map_err(io_err("forgetting the cached VM"))?;
+    if let Some(parent) = cfg.dir.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+    }
+    std::fs::rename(&p.dir, &cfg.dir).map_err(io_err(format!("moving {} to {}", p.dir.display(), cfg.dir.display())))
+}
+
+/// Kills a cached VM and removes its tap, mounts and directory.
+fn discard(p: &Parked) {
+    kill_spawned(p.pid, p.start);
+    let _ = crate::unplug(&p.tap);
+    umount_all(&p.dir);
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+/// Removes the cached VMs a daemon before this one left behind (killed, or still running).
+fn clean(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        let rec = std::fs::read_to_string(path.join("parked")).unwrap_or_default();
+        let mut f = rec.split_whitespace();
+        if let (Some(pid), Some(start), Some(tap)) = (f.next().and_then(|x| x.parse().ok()), f.next().and_then(|x| x.parse().ok()), f.next()) {
+            discard(&Parked { dir: path.clone(), pid, start, tap: tap.to_string() });
+            log::info!("VM cache: removed {} of an earlier daemon", path.display());
+        } else {
+            umount_all(&path);
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
