@@ -196,11 +196,16 @@ impl Config {
             mtu: flags.mtu.or(file.mtu).unwrap_or(1500),
         };
         let root: PathBuf = flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into());
+        let vm_templates = flags.vm_templates || file.vm_templates;
+        let vm_cache = flags.vm_cache.or(file.vm_cache).unwrap_or(0);
+        if driver != "qemu" && (vm_templates || vm_cache > 0) {
+            bail!("--vm-templates and --vm-cache are for VMs: they need --driver qemu, not {driver}");
+        }
         Ok(Config {
-            template_dir: (flags.vm_templates || file.vm_templates).then(|| root.join("vm-templates")),
+            template_dir: vm_templates.then(|| root.join("vm-templates")),
             vm_cache: sandbox::qemu::CacheOptions {
                 dir: root.join("vm-cache"),
-                size: flags.vm_cache.or(file.vm_cache).unwrap_or(0),
+                size: vm_cache,
                 vcpu: podspec::DEFAULT_VCPU,
                 memory_mb: podspec::DEFAULT_MEMORY_MB,
             },
@@ -235,4 +240,25 @@ impl Config {
 fn load_file(p: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> anyhow::Result<Config> {
+        Config::from_flags(Flags::parse_from(std::iter::once("hyperd").chain(args.iter().copied())))
+    }
+
+    #[test]
+    fn vm_options_need_the_qemu_driver() {
+        for opt in [&["--vm-cache", "1"][..], &["--vm-templates"]] {
+            let e = config(&[&["--driver", "ns"][..], opt].concat()).unwrap_err().to_string();
+            assert!(e.contains("need --driver qemu"), "{opt:?}: {e}");
+            assert!(config(&[&["--driver", "qemu"][..], opt].concat()).is_ok(), "{opt:?}");
+        }
+        let c = config(&["--vm-cache", "2", "--root", "/r"]).unwrap();
+        assert_eq!((c.vm_cache.size, c.vm_cache.dir, c.vm_cache.vcpu, c.vm_cache.memory_mb), (2, PathBuf::from("/r/vm-cache"), 1, 128));
+        assert_eq!(config(&[]).unwrap().vm_cache.size, 0, "off by default");
+    }
 }
