@@ -279,6 +279,14 @@ fn vm_cache_starts_pods_in_vms_booted_ahead() {
     let after = cached_qemus();
     assert!(after.len() == 1 && after != left, "the earlier daemon's VM is gone, a new one waits: {after:?} (was {left:?})");
     // A daemon that stops kills the VM that waits, its tap, mounts and directory.
+    // (Its tap, by name: other tests' caches have taps of their own.)
+    let taps: Vec<String> = d
+        .entries("vm-cache")
+        .iter()
+        .filter_map(|e| std::fs::read_to_string(d.root.join("vm-cache").join(e).join("parked")).ok())
+        .filter_map(|rec| rec.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    assert_eq!(taps.len(), 1, "{taps:?}");
     let daemon = d.pid();
     // SAFETY: kill has no memory arguments.
     unsafe { libc::kill(daemon as i32, libc::SIGTERM) };
@@ -290,8 +298,55 @@ fn vm_cache_starts_pods_in_vms_booted_ahead() {
     assert!(cached_qemus().is_empty(), "the waiting VM is killed: {:?}", cached_qemus());
     assert_eq!(d.entries("vm-cache"), Vec::<String>::new());
     assert!(mounts_mentioning(&format!("{root}/vm-cache")).is_empty(), "{:?}", mounts_mentioning(&format!("{root}/vm-cache")));
-    let taps = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&taps.stdout).contains(": hc"), "no cached VM's tap is left");
+    assert!(!std::path::Path::new("/sys/class/net").join(&taps[0]).exists(), "the waiting VM's tap {} is gone", taps[0]);
+}
+
+/// `--vm-cache 1 --vm-templates`: the cache's VMs are restored from the template (they wait as soon as they
+/// run, and share its RAM); pods started in them are independent VMs like any restored one.
+#[test]
+fn vm_cache_with_templates_restores_its_vms() {
+    let d = Daemon::with_driver("qemu", &["--vm-cache", "1", "--vm-templates"]);
+    let root = d.root.display().to_string();
+    let waiting = |d: &Daemon| {
+        let info = d.json(&["info"]);
+        info["driver_status"].as_array().unwrap().iter().find(|p| p[0] == "VM cache").unwrap()[1].as_str().unwrap().to_string()
+    };
+    // The command lines of the VMs waiting in the cache.
+    let parked = || -> Vec<(i32, String)> {
+        std::fs::read_dir(d.root.join("vm-cache"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let rec = std::fs::read_to_string(e.path().join("parked")).ok()?;
+                let pid: i32 = rec.split_whitespace().next()?.parse().ok()?;
+                Some((pid, String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).replace('\0', " ")))
+            })
+            .collect()
+    };
+    let mut pids = vec![];
+    for (i, name) in ["ct1", "ct2"].iter().enumerate() {
+        assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
+        let p = parked();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].1.contains("-incoming defer") && p[0].1.contains(&format!("{root}/vm-templates/")), "restored: {}", p[0].1);
+        let pf = d.podfile(&format!("{name}.json"), &json!({"id": name, "containers": [{"image": "busybox", "command": ["sleep", (1000 + i).to_string()]}]}));
+        d.ok(&["run", "-d", &pf]);
+        let sb = d.inspect(name)["sandbox"].clone();
+        assert_eq!((sb["details"]["boot"].as_str(), sb["details"]["cached_from"].as_str()), (Some("cache"), Some("template")), "{sb}");
+        assert_eq!(sb["pid"], p[0].0);
+        assert_eq!(d.sh(name, "cat /sys/class/net/eth0/address").trim(), sb["details"]["mac"].as_str().unwrap());
+        pids.push(p[0].0);
+    }
+    assert_eq!(d.entries("vm-templates").len(), 1, "one template");
+    let random = |p: &str| d.sh(p, "head -c 16 /dev/urandom | od -An -tx1").trim().to_string();
+    assert_ne!(random("ct1"), random("ct2"), "two VMs restored from one template draw different random numbers");
+    let ip2 = d.inspect("ct2")["sandbox"]["details"]["ip"].as_str().unwrap().to_string();
+    d.sh("ct1", &format!("ping -c 1 -W 5 {ip2}"));
+    d.ok(&["rm", "-f", "ct1", "ct2"]);
+    for pid in pids {
+        assert!(wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{pid}")).exists()), "QEMU {pid} ends with its pod");
+    }
+    assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
 }
 
 /// While no daemon is connected, the agent keeps its virtio port open: the guest throws away what a closed

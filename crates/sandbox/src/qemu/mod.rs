@@ -343,9 +343,10 @@ impl Driver for QemuDriver {
         let cached = self.cache.as_ref().and_then(|c| c.take(cfg));
         let mut details = BTreeMap::new();
         let (pid, start_time, how) = match cached {
-            Some((pid, start_time, name)) => {
-                details.insert("cached_as".into(), name);
-                (pid, start_time, "cache")
+            Some(t) => {
+                details.insert("cached_as".into(), t.name);
+                details.insert("cached_from".into(), if t.restored { "template" } else { "boot" }.into());
+                (t.pid, t.start, "cache")
             }
             None => {
                 let share = cfg.dir.join("share");
