@@ -269,6 +269,20 @@ fn vm_cache_starts_pods_in_vms_booted_ahead() {
     assert!(wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{}", next[0])).exists()));
     assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
 
+    // A waiting VM killed from outside: the next start boots, and another VM takes the dead one's place.
+    assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
+    let doomed = cached_qemus();
+    assert_eq!(doomed.len(), 1, "{doomed:?}");
+    // SAFETY: kill has no memory arguments.
+    unsafe { libc::kill(doomed[0], libc::SIGKILL) };
+    assert!(wait_until(Duration::from_secs(10), || cached_qemus().is_empty()));
+    d.ok(&["run", "-d", &pf]);
+    assert_eq!(d.inspect("c1")["sandbox"]["details"]["boot"], "boot", "a dead VM is not handed to a pod");
+    assert_eq!(d.sh("c1/a", "echo booted").trim(), "booted");
+    d.ok(&["rm", "-f", "c1"]);
+    assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
+    assert_eq!(d.entries("vm-cache").len(), 1, "the dead VM's directory is gone: {:?}", d.entries("vm-cache"));
+
     // A killed daemon leaves its waiting VM; the next one removes it, and boots its own.
     assert!(wait_until(Duration::from_secs(60), || cached_qemus().len() == 1));
     let left = cached_qemus();

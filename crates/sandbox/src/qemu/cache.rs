@@ -203,20 +203,13 @@ impl VmCache {
         if self.o.size == 0 || cfg.vcpu != self.o.vcpu || cfg.memory_mb != self.o.memory_mb {
             return None;
         }
-        let got = loop {
-            let p = self.parked.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            if process_alive(p.pid, p.start) {
-                break p;
-            }
-            log::warn!("VM cache: QEMU {} of {} died while parked (see {})", p.pid, p.dir.display(), p.dir.join("qemu.log").display());
-            discard(&p);
-        };
-        let handed = hand_over(&got, cfg, nic);
-        let me = self.driver.lock().unwrap_or_else(|e| e.into_inner()).upgrade();
-        if let Some(me) = me {
-            self.refill(&me, REFILL_DELAY);
+        let pruned = self.prune();
+        let got = self.parked.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if pruned || got.is_some() {
+            self.refill_later();
         }
-        match handed {
+        let got = got?;
+        match hand_over(&got, cfg, nic) {
             Ok(()) => {
                 log::debug!("sandbox {}: took cached VM {} (QEMU {})", cfg.id, got.dir.display(), got.pid);
                 let name = got.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -233,10 +226,35 @@ impl VmCache {
         }
     }
 
-    /// The cache for `hyper info`.
+    /// Forgets (and cleans up after) the cached VMs whose QEMU died; whether there were any.
+    fn prune(&self) -> bool {
+        let dead: Vec<Parked> = {
+            let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+            let (alive, dead) = std::mem::take(&mut *parked).into_iter().partition(|p| process_alive(p.pid, p.start));
+            *parked = alive;
+            dead
+        };
+        for p in &dead {
+            log::warn!("VM cache: QEMU {} of {} died while waiting (see {})", p.pid, p.dir.display(), p.dir.join("qemu.log").display());
+            discard(p);
+        }
+        !dead.is_empty()
+    }
+
+    fn refill_later(&self) {
+        let me = self.driver.lock().unwrap_or_else(|e| e.into_inner()).upgrade();
+        if let Some(me) = me {
+            self.refill(&me, REFILL_DELAY);
+        }
+    }
+
+    /// The cache for `hyper info` (a VM found dead is replaced).
     pub fn describe(&self) -> String {
         if self.o.size == 0 {
             return "off (every VM boots)".into();
+        }
+        if self.prune() {
+            self.refill_later();
         }
         let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let ready = parked.iter().filter(|p| p.restored || is_parked(&p.dir)).count();
