@@ -68,21 +68,30 @@ impl Daemon {
             }
             other => bail!("unknown sandbox driver {other:?}"),
         };
-        let network = network::Network::setup(config.network.clone(), db.clone()).context("setting up pod networking")?;
-        let engine = libpod::Engine::new(
-            libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(agent_timeout) },
-
-            db,
-            images.clone(),
-            driver.clone(),
-            Some(network),
-        )
-        .context("opening the pod engine")?;
+        let engine = (|| {
+            let network = network::Network::setup(config.network.clone(), db.clone()).context("setting up pod networking")?;
+            libpod::Engine::new(
+                libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(agent_timeout) },
+                db,
+                images.clone(),
+                driver.clone(),
+                Some(network),
+            )
+            .context("opening the pod engine")
+        })();
+        let engine = engine.inspect_err(|_| driver.shutdown())?;
         Ok(Daemon { config, images, engine, driver, _lock: lock })
     }
 
-    /// Serves the API until SIGTERM or SIGINT.
+    /// Serves the API until SIGTERM or SIGINT (or a failure); then the driver lets go of what no pod uses (the VM
+    /// cache). Pods keep running.
     pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+        let served = self.clone().serve_api().await;
+        self.driver.shutdown();
+        served
+    }
+
+    async fn serve_api(self: Arc<Self>) -> anyhow::Result<()> {
         self.engine.recover().await;
         let listener = bind(&self.config.socket)?;
         log::info!(
@@ -119,7 +128,6 @@ impl Daemon {
             }
         }
         let _ = std::fs::remove_file(&self.config.socket);
-        self.driver.shutdown();
         Ok(())
     }
 }

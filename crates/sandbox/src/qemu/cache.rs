@@ -203,11 +203,10 @@ impl VmCache {
         if self.o.size == 0 || cfg.vcpu != self.o.vcpu || cfg.memory_mb != self.o.memory_mb {
             return None;
         }
-        let pruned = self.prune();
+        self.prune();
         let got = self.parked.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        if pruned || got.is_some() {
-            self.refill_later();
-        }
+        // Also when the cache was empty: a refill that failed (a QEMU that would not start) is tried again.
+        self.refill_later();
         let got = got?;
         match hand_over(&got, cfg, nic) {
             Ok(()) => {
