@@ -442,6 +442,9 @@ impl Agent {
                 let json = serde_json::to_vec(&Response { id, result }).expect("serialisable");
                 crate::vm::trace("reply");
                 self.send(FrameKind::Response, &json);
+                // Out at once, not after the requests queued behind this one: the daemon pipelines a booted VM's
+                // set-up behind its hello and prepares the containers' starts when the hello is answered.
+                self.flush_conn();
             }
             Frame::Data { stream, offset, data } => {
                 if let Some(i) = self.ins.get_mut(&stream) {
