@@ -283,6 +283,17 @@ fn vm_cache_starts_pods_in_vms_booted_ahead() {
     assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
     assert_eq!(d.entries("vm-cache").len(), 1, "the dead VM's directory is gone: {:?}", d.entries("vm-cache"));
 
+    // A start that fails in a cached VM: its error has the VM's last words (not that it waited), and the VM goes.
+    let taken = cached_qemus();
+    let bad = d.podfile("bad.json", &json!({"id": "bad", "containers": [{"image": "busybox", "command": ["/nonexistent"]}]}));
+    let err = d.fails(&["run", "-d", &bad]);
+    assert!(err.contains("/nonexistent") && !err.contains(agent_proto::VM_PARKED_MARK), "{err}");
+    assert!(d.inspect("bad")["sandbox"].is_null(), "{}", d.inspect("bad"));
+    assert!(wait_until(Duration::from_secs(10), || !std::path::Path::new(&format!("/proc/{}", taken[0])).exists()));
+    assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
+    d.ok(&["rm", "bad"]);
+    assert!(wait_until(Duration::from_secs(60), || waiting(&d).contains("1 waiting for a pod")), "{}", waiting(&d));
+
     // A killed daemon leaves its waiting VM; the next one removes it, and boots its own.
     assert!(wait_until(Duration::from_secs(60), || cached_qemus().len() == 1));
     let left = cached_qemus();

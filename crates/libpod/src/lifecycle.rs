@@ -34,7 +34,9 @@ fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
     for (key, label) in [("hypervisor_log", "hypervisor log"), ("log", "sandbox log")] {
         let Some(path) = s.details.get(key) else { continue };
         let log = std::fs::read_to_string(path).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+        // (A VM from the cache said it waited for a host: no news about what failed.)
+        let tail: Vec<&str> =
+            log.lines().filter(|l| !l.trim().is_empty() && l.trim() != agent_proto::VM_PARKED_MARK).rev().take(5).collect();
         if !tail.is_empty() {
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             parts.push(format!("{label}: {}", tail.join(" | ")));
