@@ -102,6 +102,17 @@ def measure(hyper, tag, floor):
     hyper("rm", "-f", f"{tag}a", f"{tag}b")
     return runs, floors, med(reps), reps[0], idle
 
+def density(hyper, tag, n=4):
+    """The PSS of each of n idle pods running side by side, after a while (free page reporting)."""
+    for i in range(n):
+        pf = f"{work}/{tag}{i}.json"; json.dump(pod(f"{tag}{i}"), open(pf, "w")); hyper("run", "-d", pf)
+    time.sleep(8)
+    out = []
+    for i in range(n):
+        out.append(pss(json.loads(hyper("inspect", f"{tag}{i}").stdout)["sandbox"]["pid"]))
+        hyper("rm", "-f", f"{tag}{i}")
+    return out
+
 try:
     # 1a. the floor: QEMU with the machine, accelerator and kernel command line of the driver's own VMs (read
     # from one it runs), no devices, an initrd whose /init says hello at once.
@@ -116,13 +127,7 @@ try:
     runs, floor, rp, rp1, qemu_pss = measure(hyper, "x", (machine, accel, append))
     r = med(runs)
     # 4. density: four idle pods side by side share QEMU's code pages; PSS splits them fairly.
-    many = []
-    for i in range(4):
-        pf = f"{work}/m{i}.json"; json.dump(pod(f"m{i}"), open(pf, "w")); hyper("run", "-d", pf)
-    time.sleep(8)
-    for i in range(4):
-        many.append(pss(json.loads(hyper("inspect", f"m{i}").stdout)["sandbox"]["pid"]))
-        hyper("rm", "-f", f"m{i}")
+    many = density(hyper, "m")
     # Of the timed runs only (the probe's boot came first; the four side by side, slower, come after).
     ready = [int(m) for m in re.findall(r"agent ready (\d+) ms after start", open(f"{work}/boot.log").read())][1:1 + RUNS]
 
@@ -136,13 +141,7 @@ try:
     retries = open(f"{work}/tpl.log").read().count("connecting again")
     # 5b. density again: four idle pods restored from the one template share its RAM file's pages, which PSS
     # splits between them as it splits QEMU's code.
-    tmany = []
-    for i in range(4):
-        pf = f"{work}/tm{i}.json"; json.dump(pod(f"tm{i}"), open(pf, "w")); thyper("run", "-d", pf)
-    time.sleep(8)
-    for i in range(4):
-        tmany.append(pss(json.loads(thyper("inspect", f"tm{i}").stdout)["sandbox"]["pid"]))
-        thyper("rm", "-f", f"tm{i}")
+    tmany = density(thyper, "tm")
 
     # 6. --vm-cache 1: each run takes the VM that waits; the next run (and its floor boot) waits until another
     # one is ready, so no boot in the background skews either.
