@@ -7,8 +7,8 @@
    made unpaired medians of the two (measured a minute apart) swing by ~10 points between runs.
 2. `hyper replace` vs `hyper run -d`.
 3. Host memory (PSS) of an idle 128 MiB VM pod; boot-to-agent time; guest kernel size.
-4. The same start with --vm-templates, and with --vm-cache 1 (a VM booted ahead of time, each run after the
-   cache is full again).
+4. The same start with --vm-templates, with --vm-cache 1 (a VM booted ahead of time, each run after the
+   cache is full again), and with both.
 """
 import json, os, re, select, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -113,6 +113,33 @@ def density(hyper, tag, n=4):
         hyper("rm", "-f", f"{tag}{i}")
     return out
 
+def cached_runs(name, bridge, cidr, floor, *args):
+    """`run -d` with --vm-cache 1, each run paired with a floor boot once the cache is full again; returns the
+    runs, the floor boots and the PSS of a VM waiting in the cache (idle, no pod)."""
+    hyper = daemon(name, "--vm-cache", "1", "--bridge", bridge, "--pod-cidr", cidr, *args)
+    def ready():
+        for _ in range(1200):
+            st = json.loads(hyper("info", "--format", "json").stdout)["driver_status"]
+            if "1 waiting for a pod" in dict((k, v) for k, v in st).get("VM cache", ""): return
+            time.sleep(0.05)
+        raise SystemExit("the VM cache did not fill")
+    ready()
+    time.sleep(5)  # as for the idle pods: free page reporting returns what the guest freed after boot
+    qpids = [int(x) for x in subprocess.run(["pgrep", "-f", f"{work}/{name}/vm-cache/vc-"], capture_output=True, text=True).stdout.split()]
+    parked = pss(qpids[0]) if len(qpids) == 1 else 0
+    runs, floors = [], []
+    for i in range(RUNS):
+        ready()
+        time.sleep(0.5)
+        floors.append(floor_boot(*floor))
+        time.sleep(0.3)
+        pf = f"{work}/{name}{i}.json"; json.dump(pod(f"{name}{i}"), open(pf, "w"))
+        t = time.monotonic(); hyper("run", "-d", pf); runs.append(time.monotonic() - t)
+        if json.loads(hyper("inspect", f"{name}{i}").stdout)["sandbox"]["details"]["boot"] != "cache":
+            raise SystemExit("a run did not start in the cached VM")
+        hyper("rm", "-f", f"{name}{i}")
+    return runs, floors, parked
+
 try:
     # 1a. the floor: QEMU with the machine, accelerator and kernel command line of the driver's own VMs (read
     # from one it runs), no devices, an initrd whose /init says hello at once.
@@ -143,31 +170,12 @@ try:
     # splits between them as it splits QEMU's code.
     tmany = density(thyper, "tm")
 
-    # 6. --vm-cache 1: each run takes the VM that waits; the next run (and its floor boot) waits until another
-    # one is ready, so no boot in the background skews either.
-    chyper = daemon("cache", "--vm-cache", "1", "--bridge", "hyperc0", "--pod-cidr", "10.232.0.0/24")
-    def cache_ready():
-        for _ in range(600):
-            st = json.loads(chyper("info", "--format", "json").stdout)["driver_status"]
-            if "1 waiting for a pod" in dict((k, v) for k, v in st).get("VM cache", ""): return
-            time.sleep(0.05)
-        raise SystemExit("the VM cache did not fill")
-    cache_ready()
-    time.sleep(5)  # as for the idle pods: free page reporting returns what the guest freed after boot
-    qpids = [int(x) for x in subprocess.run(["pgrep", "-f", "hyper-vc-"], capture_output=True, text=True).stdout.split()]
-    parked_pss = pss(qpids[0]) if len(qpids) == 1 else 0
-    cruns, cfloor = [], []
-    for i in range(RUNS):
-        cache_ready()
-        time.sleep(0.5)
-        cfloor.append(floor_boot(machine, accel, append))
-        time.sleep(0.3)
-        pf = f"{work}/c{i}.json"; json.dump(pod(f"c{i}"), open(pf, "w"))
-        t = time.monotonic(); chyper("run", "-d", pf); cruns.append(time.monotonic() - t)
-        if json.loads(chyper("inspect", f"c{i}").stdout)["sandbox"]["details"]["boot"] != "cache":
-            raise SystemExit("a run did not start in the cached VM")
-        chyper("rm", "-f", f"c{i}")
+    # 6. --vm-cache 1 (and with --vm-templates as well): each run takes the VM that waits; the next run (and its
+    # floor boot) waits until another one is ready, so no boot in the background skews either.
+    cruns, cfloor, parked_pss = cached_runs("cache", "hyperc0", "10.232.0.0/24", (machine, accel, append))
     cr = med(cruns)
+    ctruns, ctfloor, ct_parked_pss = cached_runs("cachetpl", "hyperc1", "10.233.0.0/24", (machine, accel, append), "--vm-templates")
+    ctr = med(ctruns)
 
     f = med(floor)
     print(f"qemu driver, TCG, 1 vCPU, 128 MiB, guest kernel {kernel_size(KERNEL)}, initrd {os.path.getsize(INITRD)/1e6:.2f} MB; medians of {RUNS}")
@@ -201,6 +209,13 @@ try:
     print(f"| hyper run -d, 2-container pod, both processes running | {cr*1000:.0f} ms |")
     print(f"| overhead over the floor (median of the {RUNS} pairs) | {paired(cruns, cfloor)} | goal <= 15%")
     print(f"| PSS of the VM waiting in the cache (no pod) | {parked_pss/1e6:.1f} MB |")
+    print()
+    print("With --vm-cache 1 --vm-templates (the cache's VMs are restored from the template)")
+    print("| | time |")
+    print("|---|---|")
+    print(f"| hyper run -d, 2-container pod, both processes running | {ctr*1000:.0f} ms |")
+    print(f"| overhead over the floor (median of the {RUNS} pairs) | {paired(ctruns, ctfloor)} | goal <= 15%")
+    print(f"| PSS of the VM waiting in the cache (no pod) | {ct_parked_pss/1e6:.1f} MB |")
 
 finally:
     for d in daemons:
