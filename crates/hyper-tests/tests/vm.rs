@@ -206,6 +206,7 @@ fn vm_templates_restore_independent_vms() {
 
 /// `--vm-cache 1`: a VM boots ahead of time; a pod of the default shape starts in it (its QEMU, its own MAC and
 /// address, a working network), another VM boots in its place, and a pod of another shape boots its own. A
+/// waiting VM killed from outside is replaced, and a start that fails in a cached VM leaves nothing behind. A
 /// daemon that is killed leaves the waiting VM, and the next one on the same root removes it; a daemon that
 /// stops kills it.
 #[test]
