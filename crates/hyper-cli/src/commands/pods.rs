@@ -351,12 +351,33 @@ pub async fn run(c: &Client, mut a: RunArgs) -> CmdResult {
     let path = format!("/pods/start?pod={}&attach=true", q(&created.id));
     let code = stream::session(c, Method::POST, &path, stdin, a.tty).await;
     match code {
-        Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        Ok(code) => {
+            if a.rm {
+                // The daemon removes the pod once its VM or namespaces are gone: return after that, as `docker
+                // run --rm` does, so the pod's name is free again for the next command.
+                wait_removed(c, &created.id).await;
+            }
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
         Err(e) => {
             if a.rm {
                 let _ = c.send(Method::DELETE, &format!("/pods?pod={}&force=true", q(&created.id)), client::empty(), "application/json").await;
             }
             Err(e)
+        }
+    }
+}
+
+/// Waits (up to a minute) until the daemon no longer knows pod `id`, which it removes once all its containers
+/// have exited. While one of them still runs (a pod of several), the removal is not for now: no wait.
+async fn wait_removed(c: &Client, id: &str) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < end {
+        match c.get::<api::PodInspect>(&format!("/pods/inspect?pod={}", q(id))).await {
+            Ok(p) if p.containers.iter().any(|c| c.state == "running") => return,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            // Gone (or the daemon cannot say): nothing to wait for.
+            Err(_) => return,
         }
     }
 }
