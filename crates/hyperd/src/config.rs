@@ -63,10 +63,16 @@ pub struct Flags {
     /// layout included); each gets its own randomness, clock and MAC at start.
     #[arg(long)]
     pub vm_templates: bool,
-    /// Keep N VMs of the default shape (1 vCPU, 128 MiB) booted ahead of time: a pod of that shape starts in one
+    /// Keep N VMs booted ahead of time: a pod of their shape (--vm-cache-vcpu, --vm-cache-memory) starts in one
     /// of them instead of booting. Each costs an idle VM's memory while it waits (default 0: off).
     #[arg(long, value_name = "N")]
     pub vm_cache: Option<usize>,
+    /// vCPUs of the cached VMs (default: a podfile's default, 1).
+    #[arg(long, value_name = "N")]
+    pub vm_cache_vcpu: Option<u32>,
+    /// Memory of the cached VMs in MiB (default: a podfile's default, 128).
+    #[arg(long, value_name = "MIB")]
+    pub vm_cache_memory: Option<u32>,
     /// The bridge pods are attached to (created if missing).
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
@@ -102,6 +108,8 @@ struct FileConfig {
     #[serde(default)]
     vm_templates: bool,
     vm_cache: Option<usize>,
+    vm_cache_vcpu: Option<u32>,
+    vm_cache_memory: Option<u32>,
     bridge: Option<String>,
     pod_cidr: Option<String>,
     #[serde(default)]
@@ -201,13 +209,20 @@ impl Config {
         if driver != "qemu" && (vm_templates || vm_cache > 0) {
             bail!("--vm-templates and --vm-cache are for VMs: they need --driver qemu, not {driver}");
         }
+        let cache_vcpu = flags.vm_cache_vcpu.or(file.vm_cache_vcpu).unwrap_or(podspec::DEFAULT_VCPU);
+        let cache_memory = flags.vm_cache_memory.or(file.vm_cache_memory).unwrap_or(podspec::DEFAULT_MEMORY_MB);
+        // The podfile's own limits for a pod of that shape.
+        let shape = podspec::Resource { vcpu: cache_vcpu, memory: cache_memory };
+        if let Err(e) = podspec::validate_resource(&shape) {
+            bail!("--vm-cache-vcpu/--vm-cache-memory: {e}");
+        }
         Ok(Config {
             template_dir: vm_templates.then(|| root.join("vm-templates")),
             vm_cache: sandbox::qemu::CacheOptions {
                 dir: root.join("vm-cache"),
                 size: vm_cache,
-                vcpu: podspec::DEFAULT_VCPU,
-                memory_mb: podspec::DEFAULT_MEMORY_MB,
+                vcpu: cache_vcpu,
+                memory_mb: cache_memory,
             },
             kernel_append: flags.kernel_append.or(file.kernel_append).unwrap_or_default(),
             tcg_tb_size_mib: match flags.tcg_tb_size.or(file.tcg_tb_size).unwrap_or(sandbox::qemu::DEFAULT_TCG_TB_SIZE_MIB) {
@@ -260,5 +275,9 @@ mod tests {
         let c = config(&["--vm-cache", "2", "--root", "/r"]).unwrap();
         assert_eq!((c.vm_cache.size, c.vm_cache.dir, c.vm_cache.vcpu, c.vm_cache.memory_mb), (2, PathBuf::from("/r/vm-cache"), 1, 128));
         assert_eq!(config(&[]).unwrap().vm_cache.size, 0, "off by default");
+        let c = config(&["--vm-cache", "1", "--vm-cache-vcpu", "2", "--vm-cache-memory", "256"]).unwrap();
+        assert_eq!((c.vm_cache.vcpu, c.vm_cache.memory_mb), (2, 256));
+        let e = config(&["--vm-cache", "1", "--vm-cache-memory", "16"]).unwrap_err().to_string();
+        assert!(e.contains("--vm-cache-memory") && e.contains("16 MiB"), "{e}");
     }
 }

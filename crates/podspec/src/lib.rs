@@ -20,7 +20,7 @@ mod types;
 mod validate;
 
 pub use types::*;
-pub use validate::{SYSCTL_PREFIXES, is_valid_hostname, is_valid_name};
+pub use validate::{SYSCTL_PREFIXES, is_valid_hostname, is_valid_name, validate_resource};
 
 /// What is wrong with a podfile, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

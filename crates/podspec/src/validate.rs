@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use base64::Engine as _;
 
-use crate::{PodSpec, SpecError};
+use crate::{PodSpec, Resource, SpecError};
 
 /// Sysctl prefixes that are namespaced (they affect only the pod's own namespaces).
 pub const SYSCTL_PREFIXES: &[&str] =
@@ -84,12 +84,7 @@ pub fn validate(p: &PodSpec) -> Result<(), SpecError> {
         return Err(SpecError::new("containers", "a pod needs at least one container"));
     }
     if let Some(r) = &p.resource {
-        if r.vcpu == 0 || r.vcpu > 64 {
-            return Err(SpecError::new("resource.vcpu", format!("{} vCPUs: must be between 1 and 64", r.vcpu)));
-        }
-        if r.memory < 32 || r.memory > 256 * 1024 {
-            return Err(SpecError::new("resource.memory", format!("{} MiB: must be between 32 and 262144", r.memory)));
-        }
+        validate_resource(r)?;
     }
 
     let mut files = HashSet::new();
@@ -286,6 +281,17 @@ pub fn validate(p: &PodSpec) -> Result<(), SpecError> {
         if d.is_empty() || d.chars().any(char::is_whitespace) {
             return Err(SpecError::new(format!("dnsOptions[{i}]"), format!("invalid resolver option {d:?}")));
         }
+    }
+    Ok(())
+}
+
+/// A pod's vCPUs and memory, within what a sandbox can be given.
+pub fn validate_resource(r: &Resource) -> Result<(), SpecError> {
+    if r.vcpu == 0 || r.vcpu > 64 {
+        return Err(SpecError::new("resource.vcpu", format!("{} vCPUs: must be between 1 and 64", r.vcpu)));
+    }
+    if r.memory < 32 || r.memory > 256 * 1024 {
+        return Err(SpecError::new("resource.memory", format!("{} MiB: must be between 32 and 262144", r.memory)));
     }
     Ok(())
 }
