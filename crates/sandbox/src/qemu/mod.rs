@@ -197,9 +197,18 @@ impl QemuDriver {
     }
 
     /// Starts QEMU restoring template `tpl`, and waits until the guest runs again.
+    /// On failure QEMU is gone, and so are its sockets' names: the boot that follows in the same directory binds
+    /// its own, and until it does a connection must not reach the failed QEMU's. Its main thread can already be a
+    /// zombie while another thread still holds the listening socket open: a connection then succeeds (queued,
+    /// never accepted) and is reset when that thread ends (a `run -d` failed so in CI, once).
     fn restore(&self, cfg: &SandboxConfig, tpl: &template::Template) -> Result<(i32, u64), SandboxError> {
         let (pid, start) = self.spawn(cfg, Boot::Restore { mem: &tpl.mem })?;
-        template::resume(&cfg.dir.join("qmp.sock"), &tpl.state, pid, start).inspect_err(|_| kill_spawned(pid, start))?;
+        template::resume(&cfg.dir.join("qmp.sock"), &tpl.state, pid, start).inspect_err(|_| {
+            kill_spawned(pid, start);
+            for f in ["agent.sock", "qmp.sock"] {
+                let _ = std::fs::remove_file(cfg.dir.join(f));
+            }
+        })?;
         Ok((pid, start))
     }
 
