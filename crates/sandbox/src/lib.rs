@@ -204,6 +204,21 @@ pub(crate) fn adopt(mut child: std::process::Child, sandbox: &str) -> Result<(i3
     Ok((pid, start_time))
 }
 
+/// A short random id: `prefix` + 10 lowercase letters (sandboxes, pods, cached VMs, their taps).
+pub fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 10];
+    // SAFETY: getrandom fills the given buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> (i * 6)) as u8 ^ (std::process::id() as u8).wrapping_mul(i as u8 + 1);
+        }
+    }
+    let s: String = b.iter().map(|x| (b'a' + x % 26) as char).collect();
+    format!("{prefix}{s}")
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

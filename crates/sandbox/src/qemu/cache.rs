@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::{Boot, QemuDriver, kill_spawned, umount_all};
-use crate::{Nic, SandboxConfig, SandboxError, io_err, process_alive, sys};
+use crate::{Nic, SandboxConfig, SandboxError, io_err, process_alive};
 
 /// How long a refill waits after a start took a VM: the taken guest's hello, set-up and containers (~0.1-0.2 s
 /// under TCG) then have the host's CPUs to themselves.
@@ -72,19 +72,6 @@ fn err(msg: impl Into<String>) -> SandboxError {
     SandboxError::Setup(msg.into())
 }
 
-fn random_name(prefix: &str, n: usize) -> String {
-    let mut b = vec![0u8; n];
-    // SAFETY: getrandom fills the buffer it is given, up to its length.
-    let got = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if got != n as isize {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (t >> (i * 5)) as u8;
-        }
-    }
-    format!("{prefix}{}", b.iter().map(|x| (b'a' + x % 26) as char).collect::<String>())
-}
-
 impl VmCache {
     /// The cache in `o.dir`, after removing what a daemon before this one left there.
     pub fn new(o: CacheOptions) -> VmCache {
@@ -99,13 +86,18 @@ impl VmCache {
         }
     }
 
-    /// Starts filling the cache in the background once the driver is shared (`after`: a pause first).
-    pub fn refill(&self, d: &Arc<QemuDriver>, after: Duration) {
+    /// Starts filling the cache, for the driver it belongs to (now shared).
+    pub fn start(&self, d: &Arc<QemuDriver>) {
+        *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(d);
+        self.refill(Duration::ZERO);
+    }
+
+    /// Fills the cache in the background, after a pause.
+    fn refill(&self, after: Duration) {
         if self.o.size == 0 || self.closed.load(Ordering::SeqCst) {
             return;
         }
-        *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(d);
-        let weak = Arc::downgrade(d);
+        let weak = self.driver.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let spawned = std::thread::Builder::new().name("vm-cache".into()).spawn(move || {
             std::thread::sleep(after);
             if let Some(d) = weak.upgrade()
@@ -128,29 +120,32 @@ impl VmCache {
                 return;
             }
             self.booting.fetch_add(1, Ordering::SeqCst);
-            let booted = self.boot(d);
-            match booted {
-                Ok(p) if self.closed.load(Ordering::SeqCst) => {
-                    discard(&p);
-                    self.booting.fetch_sub(1, Ordering::SeqCst);
-                    return;
+            let kept = match self.boot(d) {
+                Ok(p) if !self.closed.load(Ordering::SeqCst) => {
+                    self.parked.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+                    true
                 }
-                Ok(p) => self.parked.lock().unwrap_or_else(|e| e.into_inner()).push(p),
+                Ok(p) => {
+                    discard(&p);
+                    false
+                }
                 Err(e) => {
                     log::warn!("VM cache: booting a VM failed, the cache stays short: {e}");
-                    self.booting.fetch_sub(1, Ordering::SeqCst);
-                    return;
+                    false
                 }
-            }
+            };
             self.booting.fetch_sub(1, Ordering::SeqCst);
+            if !kept {
+                return;
+            }
         }
     }
 
     /// Starts one VM for the cache: its directory, private share mount and unplugged tap, then QEMU.
     fn boot(&self, d: &QemuDriver) -> Result<Parked, SandboxError> {
-        let id = random_name("vc-", 10);
+        let id = crate::random_id("vc-");
         let dir = self.o.dir.join(&id);
-        let tap = random_name("hc", 10);
+        let tap = crate::random_id("hc");
         let share = dir.join("share");
         std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
         let cfg = SandboxConfig {
@@ -160,27 +155,9 @@ impl VmCache {
             memory_mb: self.o.memory_mb,
             nic: Some(Nic { host_if: tap.clone(), mac: "02:00:00:00:00:01".into(), bridge: String::new(), mtu: 1500 }),
         };
-        let started = (|| {
-            sys::mount(&share.display().to_string(), &share, None, libc::MS_BIND, None)
-                .and_then(|_| sys::propagation(&share, libc::MS_PRIVATE))
-                .map_err(io_err(format!("making {} a private mount", share.display())))?;
-            netlink::create_tap(&tap).map_err(io_err(format!("creating tap {tap}")))?;
-            // With templates, the cache's VMs are restored too: ~50 ms of work each instead of a boot, and they
-            // share the template's RAM while they wait.
-            if let Some(t) = &d.templates {
-                match t.get(d, &cfg) {
-                    Ok(tpl) => match d.restore(&cfg, &tpl) {
-                        Ok((pid, start)) => return Ok((pid, start, true)),
-                        Err(e) => {
-                            log::warn!("VM cache: restoring template {} failed, booting instead: {e}", tpl.dir.display());
-                            t.discard(&tpl);
-                        }
-                    },
-                    Err(e) => log::warn!("VM cache: no VM template, booting: {e}"),
-                }
-            }
-            d.spawn(&cfg, Boot::Park).map(|(pid, start)| (pid, start, false))
-        })();
+        // With templates, the cache's VMs are restored too: ~50 ms of work each instead of a boot, and they share
+        // the template's RAM while they wait. The tap stays unplugged until a start takes the VM.
+        let started = d.prepare_host(&cfg, &share, false).and_then(|_| d.start_guest(&cfg, Boot::Park));
         let (pid, start, restored) = started.inspect_err(|_| {
             let _ = crate::unplug(&tap);
             umount_all(&dir);
@@ -206,7 +183,7 @@ impl VmCache {
         self.prune();
         let got = self.parked.lock().unwrap_or_else(|e| e.into_inner()).pop();
         // Also when the cache was empty: a refill that failed (a QEMU that would not start) is tried again.
-        self.refill_later();
+        self.refill(REFILL_DELAY);
         let got = got?;
         match hand_over(&got, cfg, nic) {
             Ok(()) => {
@@ -240,20 +217,13 @@ impl VmCache {
         !dead.is_empty()
     }
 
-    fn refill_later(&self) {
-        let me = self.driver.lock().unwrap_or_else(|e| e.into_inner()).upgrade();
-        if let Some(me) = me {
-            self.refill(&me, REFILL_DELAY);
-        }
-    }
-
     /// The cache for `hyper info` (a VM found dead is replaced).
     pub fn describe(&self) -> String {
         if self.o.size == 0 {
             return "off (every VM boots)".into();
         }
         if self.prune() {
-            self.refill_later();
+            self.refill(REFILL_DELAY);
         }
         let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         let ready = parked.iter().filter(|p| p.restored || is_parked(&p.dir)).count();

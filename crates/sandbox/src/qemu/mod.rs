@@ -160,7 +160,7 @@ impl QemuDriver {
     pub fn shared(self) -> Arc<QemuDriver> {
         let d = Arc::new(self);
         if let Some(c) = &d.cache {
-            c.refill(&d, Duration::ZERO);
+            c.start(&d);
         }
         d
     }
@@ -169,21 +169,28 @@ impl QemuDriver {
         self.accel
     }
 
-    /// Makes the share a private mount, plugs the tap and starts QEMU, restoring a template when there is one
-    /// (and booting when the restore fails); returns its pid, start time and how the guest started.
-    fn launch(&self, cfg: &SandboxConfig, share: &Path) -> Result<(i32, u64, &'static str), SandboxError> {
+    /// Makes the share a private mount and creates the tap (`plug`: into its bridge, and up).
+    fn prepare_host(&self, cfg: &SandboxConfig, share: &Path, plug: bool) -> Result<(), SandboxError> {
         // The share directory is a private mount of its own: what the driver mounts in it goes nowhere else.
         sys::mount(&share.display().to_string(), share, None, libc::MS_BIND, None)
             .and_then(|_| sys::propagation(share, libc::MS_PRIVATE))
             .map_err(io_err(format!("making {} a private mount", share.display())))?;
         if let Some(nic) = &cfg.nic {
             netlink::create_tap(&nic.host_if).map_err(io_err(format!("creating tap {}", nic.host_if)))?;
-            crate::plug(nic)?;
+            if plug {
+                crate::plug(nic)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Starts QEMU: restoring a template when there is one (booting, as `boot` says, when the restore fails);
+    /// returns its pid, start time and whether it was restored.
+    fn start_guest(&self, cfg: &SandboxConfig, boot: Boot) -> Result<(i32, u64, bool), SandboxError> {
         if let Some(t) = &self.templates {
             match t.get(self, cfg) {
                 Ok(tpl) => match self.restore(cfg, &tpl) {
-                    Ok((pid, start)) => return Ok((pid, start, "template")),
+                    Ok((pid, start)) => return Ok((pid, start, true)),
                     Err(e) => {
                         log::warn!("sandbox {}: restoring template {} failed, booting instead: {e}", cfg.id, tpl.dir.display());
                         t.discard(&tpl);
@@ -192,8 +199,8 @@ impl QemuDriver {
                 Err(e) => log::warn!("sandbox {}: no VM template, booting: {e}", cfg.id),
             }
         }
-        let (pid, start) = self.spawn(cfg, Boot::Cold)?;
-        Ok((pid, start, "boot"))
+        let (pid, start) = self.spawn(cfg, boot)?;
+        Ok((pid, start, false))
     }
 
     /// Starts QEMU restoring template `tpl`, and waits until the guest runs again.
@@ -360,14 +367,16 @@ impl Driver for QemuDriver {
             None => {
                 let share = cfg.dir.join("share");
                 std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
-                self.launch(cfg, &share).inspect_err(|_| {
+                let started = self.prepare_host(cfg, &share, true).and_then(|_| self.start_guest(cfg, Boot::Cold));
+                let (pid, start_time, restored) = started.inspect_err(|_| {
                     // Whatever step failed, nothing of the sandbox stays on the host.
                     if let Some(nic) = &cfg.nic {
                         let _ = crate::unplug(&nic.host_if);
                     }
                     umount_all(&share);
                     let _ = std::fs::remove_dir_all(&cfg.dir);
-                })?
+                })?;
+                (pid, start_time, if restored { "template" } else { "boot" })
             }
         };
         details.insert("accelerator".into(), self.accel.name().into());
