@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::content::{ContentError, Layout};
+use crate::content::{ContentError, Layout, expect_digest, expect_size};
 use crate::digest::Digest;
 use crate::manifest::{
     self, Compression, Descriptor, MAX_JSON_SIZE, ManifestKind, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
@@ -360,14 +360,7 @@ fn find_images(files: &Files, layout: &Layout) -> Result<Vec<Candidate>, ImageEr
 fn oci_blob<'a>(files: &'a Files, d: &Digest) -> Result<&'a Item, ImageError> {
     let path = format!("blobs/sha256/{}", d.hex());
     let item = files.get(&path)?;
-    if item.digest() != d {
-        return Err(ContentError::DigestMismatch {
-            what: format!("archive file {path}"),
-            expected: d.clone(),
-            actual: item.digest().clone(),
-        }
-        .into());
-    }
+    expect_digest(&format!("archive file {path}"), d, item.digest())?;
     Ok(item)
 }
 
@@ -380,14 +373,7 @@ fn oci_candidate(
 ) -> Result<Candidate, ImageError> {
     let item = oci_blob(files, &desc.digest)?;
     let bytes = files.small(&format!("blobs/sha256/{}", desc.digest.hex()), layout)?;
-    if item.size() != desc.size {
-        return Err(ContentError::SizeMismatch {
-            what: format!("manifest {}", desc.digest),
-            expected: desc.size,
-            actual: item.size(),
-        }
-        .into());
-    }
+    expect_size(&format!("manifest {}", desc.digest), desc.size, item.size())?;
     let what = format!("manifest {}", desc.digest);
     match manifest::parse_manifest(&bytes, Some(&desc.media_type)).map_err(|source| ImageError::Manifest {
         what: what.clone(),
@@ -411,26 +397,16 @@ fn oci_candidate(
         ManifestKind::Index(_) => Err(archive_err(format!("{what}: nested image index"))),
         ManifestKind::Image(m) => {
             let citem = oci_blob(files, &m.config.digest)?;
-            if citem.size() != m.config.size {
-                return Err(ContentError::SizeMismatch {
-                    what: format!("config {}", m.config.digest),
-                    expected: m.config.size,
-                    actual: citem.size(),
-                }
-                .into());
-            }
+            expect_size(
+                &format!("config {}", m.config.digest),
+                m.config.size,
+                citem.size(),
+            )?;
             let config = files.small(&format!("blobs/sha256/{}", m.config.digest.hex()), layout)?;
             let mut layers = Vec::new();
             for l in &m.layers {
                 let li = oci_blob(files, &l.digest)?;
-                if li.size() != l.size {
-                    return Err(ContentError::SizeMismatch {
-                        what: format!("layer {}", l.digest),
-                        expected: l.size,
-                        actual: li.size(),
-                    }
-                    .into());
-                }
+                expect_size(&format!("layer {}", l.digest), l.size, li.size())?;
                 layers.push((l.digest.clone(), l.size, Some(l.media_type.clone())));
             }
             let mt = manifest::manifest_media_type(&m).to_string();

@@ -130,14 +130,7 @@ impl Layout {
         f.take(limit + 1)
             .read_to_end(&mut data)
             .map_err(io_ctx(format!("reading blob {d}")))?;
-        let actual = Digest::of(&data);
-        if &actual != d {
-            return Err(ContentError::DigestMismatch {
-                what: format!("stored blob {d}"),
-                expected: d.clone(),
-                actual,
-            });
-        }
+        expect_digest(&format!("stored blob {d}"), d, &Digest::of(&data))?;
         Ok(data)
     }
 
@@ -150,13 +143,7 @@ impl Layout {
     ) -> Result<Digest, ContentError> {
         let actual = Digest::of(data);
         if let Some(e) = expected {
-            if e != &actual {
-                return Err(ContentError::DigestMismatch {
-                    what: what.to_string(),
-                    expected: e.clone(),
-                    actual,
-                });
-            }
+            expect_digest(what, e, &actual)?;
         }
         if self.has_blob(&actual) {
             return Ok(actual);
@@ -252,6 +239,30 @@ fn list_hex(dir: &Path) -> Result<Vec<Digest>, ContentError> {
     Ok(out)
 }
 
+/// `DigestMismatch` naming `what` unless `actual` is the `expected` digest.
+pub(crate) fn expect_digest(what: &str, expected: &Digest, actual: &Digest) -> Result<(), ContentError> {
+    if expected == actual {
+        return Ok(());
+    }
+    Err(ContentError::DigestMismatch {
+        what: what.to_string(),
+        expected: expected.clone(),
+        actual: actual.clone(),
+    })
+}
+
+/// `SizeMismatch` naming `what` unless `actual` is the `expected` size in bytes.
+pub(crate) fn expect_size(what: &str, expected: u64, actual: u64) -> Result<(), ContentError> {
+    if expected == actual {
+        return Ok(());
+    }
+    Err(ContentError::SizeMismatch {
+        what: what.to_string(),
+        expected,
+        actual,
+    })
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), ContentError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
@@ -283,22 +294,10 @@ impl BlobWriter {
         let len = hasher.len();
         let actual = hasher.finish();
         if let Some(s) = size {
-            if s != len {
-                return Err(ContentError::SizeMismatch {
-                    what: what.to_string(),
-                    expected: s,
-                    actual: len,
-                });
-            }
+            expect_size(what, s, len)?;
         }
         if let Some(e) = expected {
-            if e != &actual {
-                return Err(ContentError::DigestMismatch {
-                    what: what.to_string(),
-                    expected: e.clone(),
-                    actual,
-                });
-            }
+            expect_digest(what, e, &actual)?;
         }
         let file = self.file.take().expect("blob writer used after commit");
         let file = file

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::content::{BlobWriter, ContentError, Layout};
+use crate::content::{BlobWriter, ContentError, Layout, expect_digest, expect_size};
 use crate::digest::{Digest, HashingReader};
 use crate::manifest::{
     self, Compression, Descriptor, ImageConfig, MAX_JSON_SIZE, Manifest, ManifestKind, parse_manifest,
@@ -96,14 +96,7 @@ impl ImageStore {
                     &sub.bytes,
                     sub.claimed_digest.as_deref(),
                 )?;
-                if sub.bytes.len() as u64 != chosen.size {
-                    return Err(ContentError::SizeMismatch {
-                        what: format!("manifest {d}"),
-                        expected: chosen.size,
-                        actual: sub.bytes.len() as u64,
-                    }
-                    .into());
-                }
+                expect_size(&format!("manifest {d}"), chosen.size, sub.bytes.len() as u64)?;
                 match parse_manifest(&sub.bytes, sub.content_type.as_deref()).map_err(|source| {
                     ImageError::Manifest {
                         what: what.clone(),
@@ -246,14 +239,7 @@ impl ImageStore {
 
         let resp = repo.get_blob(&desc.digest).await?;
         if let Some(len) = resp.content_length() {
-            if len != desc.size {
-                return Err(ContentError::SizeMismatch {
-                    what: format!("layer {}", desc.digest),
-                    expected: desc.size,
-                    actual: len,
-                }
-                .into());
-            }
+            expect_size(&format!("layer {}", desc.digest), desc.size, len)?;
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         let writer = layout.blob_writer()?;
@@ -317,14 +303,7 @@ fn verify_manifest(
 ) -> Result<Digest, ImageError> {
     let actual = Digest::of(bytes);
     if let Some(w) = wanted {
-        if w != &actual {
-            return Err(ContentError::DigestMismatch {
-                what: format!("manifest of {what}"),
-                expected: w.clone(),
-                actual,
-            }
-            .into());
-        }
+        expect_digest(&format!("manifest of {what}"), w, &actual)?;
     }
     if let Some(c) = claimed {
         if c.parse::<Digest>().ok().as_ref() != Some(&actual) {
@@ -339,22 +318,8 @@ fn verify_manifest(
 }
 
 fn check_bytes(what: &str, b: &[u8], desc: &Descriptor) -> Result<(), ContentError> {
-    if b.len() as u64 != desc.size {
-        return Err(ContentError::SizeMismatch {
-            what: what.to_string(),
-            expected: desc.size,
-            actual: b.len() as u64,
-        });
-    }
-    let actual = Digest::of(b);
-    if actual != desc.digest {
-        return Err(ContentError::DigestMismatch {
-            what: what.to_string(),
-            expected: desc.digest.clone(),
-            actual,
-        });
-    }
-    Ok(())
+    expect_size(what, desc.size, b.len() as u64)?;
+    expect_digest(what, &desc.digest, &Digest::of(b))
 }
 
 fn select_platform(list: &[Descriptor]) -> Option<&Descriptor> {

@@ -128,26 +128,33 @@ pub fn parse_line(line: &[u8]) -> Option<Record> {
     Some(Record { time, source, full, content })
 }
 
-/// Recovers (stdout bytes, stderr bytes, length of the well-formed prefix).
-fn scan(file: &mut File) -> std::io::Result<(u64, u64, u64)> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut r = BufReader::new(&*file);
-    let (mut out, mut err, mut good) = (0u64, 0u64, 0u64);
+/// Calls `each` with every complete line (without its newline) and its length in bytes, until a line is
+/// incomplete (a write cut short) or `each` says stop.
+fn complete_lines(mut r: impl BufRead, mut each: impl FnMut(&[u8], u64) -> bool) -> std::io::Result<()> {
     let mut line = Vec::new();
     loop {
         line.clear();
         let n = r.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            break;
+        if n == 0 || line.last() != Some(&b'\n') || !each(&line[..n - 1], n as u64) {
+            return Ok(());
         }
-        let Some(rec) = parse_line(&line[..line.len() - 1]) else { break };
+    }
+}
+
+/// Recovers (stdout bytes, stderr bytes, length of the well-formed prefix).
+fn scan(file: &mut File) -> std::io::Result<(u64, u64, u64)> {
+    file.seek(SeekFrom::Start(0))?;
+    let (mut out, mut err, mut good) = (0u64, 0u64, 0u64);
+    complete_lines(BufReader::new(&*file), |line, n| {
+        let Some(rec) = parse_line(line) else { return false };
         let bytes = rec.content.len() as u64 + u64::from(rec.full);
         match rec.source {
             Source::Stdout => out += bytes,
             Source::Stderr => err += bytes,
         }
-        good += n as u64;
-    }
+        good += n;
+        true
+    })?;
     Ok((out, err, good))
 }
 
@@ -159,21 +166,13 @@ pub fn read_from(path: &Path, pos: u64) -> std::io::Result<(Vec<Record>, u64)> {
         Err(e) => return Err(e),
     };
     f.seek(SeekFrom::Start(pos))?;
-    let mut r = BufReader::new(f);
     let mut out = Vec::new();
     let mut at = pos;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = r.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            break;
-        }
-        at += n as u64;
-        if let Some(rec) = parse_line(&line[..line.len() - 1]) {
-            out.push(rec);
-        }
-    }
+    complete_lines(BufReader::new(f), |line, n| {
+        at += n;
+        out.extend(parse_line(line));
+        true
+    })?;
     Ok((out, at))
 }
 
