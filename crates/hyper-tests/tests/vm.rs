@@ -378,6 +378,74 @@ fn vm_cache_with_templates_restores_its_vms() {
 /// While no daemon is connected, the agent keeps its virtio port open: the guest throws away what a closed
 /// port holds, and a daemon connecting while the agent had it closed for a moment lost its first request.
 /// QEMU reports the guest side of the port as the chardev's `frontend-open`.
+/// hyperd killed while it starts a VM, after QEMU started and before anything but the driver recorded it: the
+/// next hyperd ends that QEMU and removes what went with it. Twice: while the first start of a shape makes the
+/// VM template, and while a VM is restored from it (a wrapper around QEMU holds restores back while a flag file
+/// exists, so the daemon can be killed right then).
+#[test]
+fn a_daemon_killed_mid_start_leaves_no_vm_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flag = tmp.path().join("slow-restore");
+    let wrapper = tmp.path().join("qemu");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\ncase \" $* \" in *\" -incoming \"*) [ -e {} ] && sleep 20;; esac\nexec qemu-system-x86_64 \"$@\"\n", flag.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut d = Daemon::with_driver("qemu", &["--vm-templates", "--qemu", wrapper.to_str().unwrap()]);
+    let pf = d.podfile("k.json", &json!({"id": "k", "resource": {"vcpu": 1, "memory": 128},
+        "containers": [{"image": "busybox", "command": ["sleep", "100000"]}]}));
+    let templates = d.root.join("vm-templates").display().to_string();
+    let sandboxes = d.root.join("sandboxes");
+    let nothing_left = |d: &Daemon| {
+        assert!(d.entries("sandboxes").is_empty(), "sandbox directories left: {:?}", d.entries("sandboxes"));
+        assert!(d.entries("vm-templates").iter().all(|t| !t.contains(".tmp-")), "a half-made template is left: {:?}", d.entries("vm-templates"));
+        assert!(mounts_mentioning(&sandboxes.display().to_string()).is_empty(), "mounts left");
+        let links = String::from_utf8_lossy(&std::process::Command::new("ip").args(["-o", "link"]).output().unwrap().stdout).to_string();
+        assert!(!links.contains(&format!("master {}", d.bridge())), "a tap is still on the pods' bridge: {links}");
+        assert_eq!(d.inspect("k")["state"], "created");
+    };
+    // The process is recorded a moment after it starts; the daemon is killed after that.
+    let recorded = |dir_of: &dyn Fn() -> Option<std::path::PathBuf>| {
+        wait_until(Duration::from_secs(120), || dir_of().is_some_and(|dir| dir.join("process").is_file()))
+    };
+
+    // 1. While the template is made: its QEMU runs in a `.tmp-` directory, the sandbox waits for it.
+    let mut run = d.cmd(&["run", "-d", &pf]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let making = || d.entries("vm-templates").into_iter().find(|t| t.contains(".tmp-")).map(|t| d.root.join("vm-templates").join(t));
+    assert!(recorded(&making), "a QEMU makes the template:\n{}", d.log());
+    let maker = sandbox_processes(&templates);
+    assert!(!maker.is_empty() && d.entries("sandboxes").len() == 1, "the template's QEMU runs, the sandbox is prepared");
+    d.kill();
+    let _ = run.wait();
+    assert_eq!(sandbox_processes(&templates), maker, "the QEMU outlives the killed daemon");
+    d.restart();
+    assert!(sandbox_processes(&templates).is_empty(), "the new daemon ended the template's QEMU:\n{}", d.log());
+    nothing_left(&d);
+
+    // 2. While a VM is restored: its QEMU runs in the sandbox's directory, which no pod's record names yet.
+    std::fs::write(&flag, "").unwrap();
+    let mut start = d.cmd(&["start", "k"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let sandbox = || d.entries("sandboxes").first().map(|s| sandboxes.join(s));
+    assert!(recorded(&sandbox), "a VM is restored:\n{}", d.log());
+    let vm = sandbox_processes(&sandboxes.display().to_string());
+    assert!(!vm.is_empty(), "the restored VM's QEMU runs");
+    d.kill();
+    let _ = start.wait();
+    assert_eq!(sandbox_processes(&sandboxes.display().to_string()), vm, "the QEMU outlives the killed daemon");
+    d.restart();
+    assert!(sandbox_processes(&sandboxes.display().to_string()).is_empty(), "the new daemon ended the VM no record named:\n{}", d.log());
+    assert!(d.log().contains("no pod records it"), "{}", d.log());
+    nothing_left(&d);
+
+    // The pod starts as if nothing happened.
+    std::fs::remove_file(&flag).unwrap();
+    d.ok(&["start", "k"]);
+    assert_eq!(d.sh("k", "echo up").trim(), "up");
+    d.ok(&["rm", "-f", "k"]);
+}
+
 #[test]
 fn the_agent_keeps_its_port_open_while_the_daemon_is_away() {
     let mut d = Daemon::with_driver("qemu", &[]);

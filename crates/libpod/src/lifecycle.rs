@@ -174,7 +174,7 @@ impl Engine {
     async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<(Arc<Runtime>, Option<PendingReply>), PodError> {
         let sbid = random_id("sb-");
         let endpoint = match &self.network {
-            Some(n) => Some(n.endpoint(&sbid, &format!("hv{}", &sbid[2..]))?),
+            Some(n) => Some(n.endpoint(&sbid, &host_if_of(&sbid))?),
             None => None,
         };
         let nic = endpoint.as_ref().map(|e| sandbox::Nic { host_if: e.host_if.clone(), mac: e.mac.clone(), bridge: e.bridge.clone(), mtu: e.mtu });
@@ -753,12 +753,43 @@ impl Engine {
     /// and cleans up sandboxes of starts that were interrupted.
     pub async fn recover(&self) {
         self.recover_pods().await;
+        self.remove_unrecorded_sandboxes().await;
         // Addresses and port mappings of sandboxes that are gone (a crash mid-start, a sandbox that died).
         if let Some(n) = &self.network {
             let live: Vec<String> = self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
             if let Err(e) = n.reconcile(&live) {
                 log::warn!("network: reconciling after restart: {}", chain(&e));
             }
+        }
+    }
+
+    /// Removes the sandboxes no pod's record names: hyperd was killed after it started their process and before
+    /// it recorded them. Their processes, mounts, links and directories go; the driver wrote each process's pid
+    /// and start time into the sandbox's directory as it started it. Runs before the API serves, so no start is
+    /// under way.
+    async fn remove_unrecorded_sandboxes(&self) {
+        let recorded: std::collections::HashSet<String> =
+            self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
+        let Ok(entries) = std::fs::read_dir(self.cfg.root.join("sandboxes")) else { return };
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if recorded.contains(&id) || !e.path().is_dir() {
+                continue;
+            }
+            let dir = e.path();
+            let (pid, start_time) = sandbox::recorded_process(&dir).unwrap_or((0, 0));
+            log::warn!("removing sandbox {id}: no pod records it (hyperd was killed while starting it); its process was {pid}");
+            let s = SandboxState {
+                id: id.clone(),
+                driver: self.driver.name().to_string(),
+                pid,
+                start_time,
+                socket: dir.join("agent.sock"),
+                dir,
+                started: String::new(),
+                details: [("host_if".to_string(), host_if_of(&id))].into(),
+            };
+            self.destroy_sandbox(&s).await;
         }
     }
 
@@ -928,4 +959,9 @@ fn ranges_overlap(a: (u16, u16), b: (u16, u16)) -> bool {
 /// The name under which a pod's volume is shared into its sandbox.
 fn share_name(pod: &str, volume: &str) -> String {
     format!("{pod}-{volume}")
+}
+
+/// The host end of sandbox `id`'s network link (a tap or a veth): `hv` and the id's random part.
+fn host_if_of(id: &str) -> String {
+    format!("hv{}", id.get(2..).unwrap_or(id))
 }

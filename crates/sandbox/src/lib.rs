@@ -169,6 +169,13 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     stat(pid).map(|(_, t)| t)
 }
 
+/// The host process recorded in a sandbox's directory when it started (see [`adopt`]): pid and start time.
+pub fn recorded_process(dir: &Path) -> Option<(i32, u64)> {
+    let rec = std::fs::read_to_string(dir.join(PROCESS_FILE)).ok()?;
+    let mut f = rec.split_whitespace();
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
 /// Whether `pid` is still the process that started at `start_time` (and not a zombie).
 pub fn process_alive(pid: i32, start_time: u64) -> bool {
     matches!(stat(pid), Some((state, t)) if state != "Z" && state != "X" && t == start_time)
@@ -189,13 +196,24 @@ pub(crate) fn agent_socket(dir: &Path) -> Result<PathBuf, SandboxError> {
     Ok(socket)
 }
 
-/// Takes charge of a sandbox's host process: its pid and start time; a thread reaps it while this daemon lives
-/// (it outlives the daemon if it must).
-pub(crate) fn adopt(mut child: std::process::Child, sandbox: &str) -> Result<(i32, u64), SandboxError> {
+/// The file in a sandbox's directory (or a template's, or a cached VM's) that names its host process,
+/// "PID START_TIME", written as the process starts: a daemon killed before it recorded the sandbox finds the
+/// process through it when it comes back, and ends it.
+const PROCESS_FILE: &str = "process";
+
+/// Takes charge of a sandbox's host process, just started for `cfg`: records its pid and start time in the
+/// sandbox's directory and returns them; a thread reaps it while this daemon lives (it outlives the daemon if
+/// it must). A process that cannot be recorded is killed.
+pub(crate) fn adopt(mut child: std::process::Child, cfg: &SandboxConfig) -> Result<(i32, u64), SandboxError> {
     let pid = child.id() as i32;
     let start_time = process_start_time(pid).unwrap_or(0);
+    if let Err(e) = std::fs::write(cfg.dir.join(PROCESS_FILE), format!("{pid} {start_time}\n")) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(SandboxError::Setup(format!("recording the process of sandbox {} in {}: {e}", cfg.id, cfg.dir.display())));
+    }
     std::thread::Builder::new()
-        .name(format!("reap-{sandbox}"))
+        .name(format!("reap-{}", cfg.id))
         .stack_size(64 << 10)
         .spawn(move || {
             let _ = child.wait();

@@ -241,6 +241,6 @@ impl NsDriver {
             });
         }
         let child = cmd.spawn().map_err(io_err(format!("starting the agent {}", self.agent.display())))?;
-        crate::adopt(child, &cfg.id)
+        crate::adopt(child, cfg)
     }
 }

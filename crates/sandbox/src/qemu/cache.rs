@@ -145,7 +145,7 @@ impl VmCache {
     fn boot(&self, d: &QemuDriver) -> Result<Parked, SandboxError> {
         let id = crate::random_id("vc-");
         let dir = self.o.dir.join(&id);
-        let tap = crate::random_id("hc");
+        let tap = tap_of(&id);
         let share = dir.join("share");
         std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
         let cfg = SandboxConfig {
@@ -275,18 +275,26 @@ fn discard(p: &Parked) {
     let _ = std::fs::remove_dir_all(&p.dir);
 }
 
-/// Removes the cached VMs a daemon before this one left behind (killed, or still running).
+/// The tap of the cached VM `id` (`vc-` and 10 letters): `hc` and the same letters.
+fn tap_of(id: &str) -> String {
+    format!("hc{}", id.strip_prefix("vc-").unwrap_or(id))
+}
+
+/// Removes the cached VMs a daemon before this one left behind (killed, or still running), also those it was
+/// still starting: their QEMU recorded itself as it started, their tap is named after them.
 fn clean(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = e.path();
         let rec = std::fs::read_to_string(path.join("parked")).unwrap_or_default();
         let mut f = rec.split_whitespace();
-        if let (Some(pid), Some(start), Some(tap)) = (f.next().and_then(|x| x.parse().ok()), f.next().and_then(|x| x.parse().ok()), f.next()) {
-            discard(&Parked { dir: path.clone(), pid, start, tap: tap.to_string(), restored: false });
-            log::info!("VM cache: removed {} of an earlier daemon", path.display());
-        } else {
-            umount_all(&path);
-            let _ = std::fs::remove_dir_all(&path);
-        }
+        let parked = match (f.next().and_then(|x| x.parse().ok()), f.next().and_then(|x| x.parse().ok()), f.next()) {
+            (Some(pid), Some(start), Some(tap)) => Parked { dir: path.clone(), pid, start, tap: tap.to_string(), restored: false },
+            _ => {
+                let (pid, start) = crate::recorded_process(&path).unwrap_or((0, 0));
+                Parked { dir: path.clone(), pid, start, tap: tap_of(&e.file_name().to_string_lossy()), restored: false }
+            }
+        };
+        discard(&parked);
+        log::info!("VM cache: removed {} of an earlier daemon", path.display());
     }
 }

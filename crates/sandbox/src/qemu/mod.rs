@@ -242,7 +242,7 @@ impl QemuDriver {
             });
         }
         let child = cmd.spawn().map_err(io_err(format!("starting {}", self.qemu.display())))?;
-        crate::adopt(child, &cfg.id)
+        crate::adopt(child, cfg)
     }
 
     /// QEMU's command line for a sandbox.
