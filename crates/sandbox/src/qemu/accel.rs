@@ -47,16 +47,18 @@ pub const PROBE_MARKER: &str = "HYPER-PROBE-OK";
 pub fn choose(req: AccelRequest, qemu: &Path, kernel: &Path, initrd: &Path) -> (Accel, String) {
     match req {
         AccelRequest::Tcg => (Accel::Tcg, "tcg requested (--accel tcg)".into()),
+        AccelRequest::Kvm if pvm_backend() => {
+            let why = format!("kvm requested (--accel kvm), but {PVM_CANNOT_BOOT}: VMs will not start (--accel auto uses TCG here)");
+            log::warn!("qemu driver: {why}");
+            (Accel::Kvm, why)
+        }
         AccelRequest::Kvm => (Accel::Kvm, "kvm requested (--accel kvm)".into()),
         AccelRequest::Auto => {
             if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
                 return (Accel::Tcg, format!("KVM unavailable (/dev/kvm: {e}); using TCG"));
             }
-            if Path::new("/sys/module/kvm_pvm").exists() {
-                return (
-                    Accel::Tcg,
-                    "/dev/kvm is the PVM backend (kvm_pvm), which cannot boot a standard guest kernel; using TCG".into(),
-                );
+            if pvm_backend() {
+                return (Accel::Tcg, format!("{PVM_CANNOT_BOOT}; using TCG"));
             }
             match probe(qemu, kernel, initrd, Duration::from_secs(10)) {
                 Ok(t) => (Accel::Kvm, format!("KVM booted the guest kernel in {} ms", t.as_millis())),
@@ -64,6 +66,14 @@ pub fn choose(req: AccelRequest, qemu: &Path, kernel: &Path, initrd: &Path) -> (
             }
         }
     }
+}
+
+const PVM_CANNOT_BOOT: &str = "/dev/kvm is the PVM backend (kvm_pvm), which cannot boot a standard guest kernel";
+
+/// Whether KVM here is the PVM backend (KVM in a VM without hardware virtualisation), under which a stock guest
+/// kernel hangs early in its boot.
+fn pvm_backend() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
 }
 
 /// Boots the guest under KVM until the agent reports on the console (or `timeout` passes).
