@@ -121,7 +121,7 @@ fn make(d: &QemuDriver, cfg: &SandboxConfig, dir: &Path) -> Result<(), SandboxEr
     let saved = save(dir, pid, start);
     kill_spawned(pid, start);
     saved?;
-    for f in ["qmp.sock", "agent.sock"] {
+    for f in ["qmp.sock", "agent.sock", "process"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     let _ = std::fs::remove_dir(dir.join("share"));
