@@ -170,10 +170,17 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
 }
 
 /// The host process recorded in a sandbox's directory when it started (see [`adopt`]): pid and start time.
+/// None when the host has rebooted since: the pid and start time may then name another process.
 pub fn recorded_process(dir: &Path) -> Option<(i32, u64)> {
     let rec = std::fs::read_to_string(dir.join(PROCESS_FILE)).ok()?;
     let mut f = rec.split_whitespace();
-    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+    let (pid, start, boot) = (f.next()?.parse().ok()?, f.next()?.parse().ok()?, f.next()?);
+    (boot == boot_id()).then_some((pid, start))
+}
+
+/// This boot of the host (a random id the kernel draws at boot).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string()
 }
 
 /// Whether `pid` is still the process that started at `start_time` (and not a zombie).
@@ -197,7 +204,7 @@ pub(crate) fn agent_socket(dir: &Path) -> Result<PathBuf, SandboxError> {
 }
 
 /// The file in a sandbox's directory (or a template's, or a cached VM's) that names its host process,
-/// "PID START_TIME", written as the process starts: a daemon killed before it recorded the sandbox finds the
+/// "PID START_TIME BOOT_ID", written as the process starts: a daemon killed before it recorded the sandbox finds the
 /// process through it when it comes back, and ends it.
 const PROCESS_FILE: &str = "process";
 
@@ -207,7 +214,7 @@ const PROCESS_FILE: &str = "process";
 pub(crate) fn adopt(mut child: std::process::Child, cfg: &SandboxConfig) -> Result<(i32, u64), SandboxError> {
     let pid = child.id() as i32;
     let start_time = process_start_time(pid).unwrap_or(0);
-    if let Err(e) = std::fs::write(cfg.dir.join(PROCESS_FILE), format!("{pid} {start_time}\n")) {
+    if let Err(e) = std::fs::write(cfg.dir.join(PROCESS_FILE), format!("{pid} {start_time} {}\n", boot_id())) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(SandboxError::Setup(format!("recording the process of sandbox {} in {}: {e}", cfg.id, cfg.dir.display())));
@@ -239,4 +246,25 @@ pub fn random_id(prefix: &str) -> String {
 
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_process_counts_in_the_boot_that_recorded_it_only() {
+        let dir = std::env::temp_dir().join(random_id("hyper-process-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = std::process::id() as i32;
+        let start = process_start_time(me).unwrap();
+        std::fs::write(dir.join(PROCESS_FILE), format!("{me} {start} {}\n", boot_id())).unwrap();
+        assert_eq!(recorded_process(&dir), Some((me, start)));
+        // Another boot's pid and start time may name any process of this one.
+        std::fs::write(dir.join(PROCESS_FILE), format!("{me} {start} 00000000-0000-0000-0000-000000000000\n")).unwrap();
+        assert_eq!(recorded_process(&dir), None);
+        std::fs::write(dir.join(PROCESS_FILE), format!("{me} {start}\n")).unwrap();
+        assert_eq!(recorded_process(&dir), None, "a record without its boot is not trusted");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
