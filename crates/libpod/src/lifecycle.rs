@@ -778,7 +778,8 @@ impl Engine {
             }
             let dir = e.path();
             let (pid, start_time) = sandbox::recorded_process(&dir).unwrap_or((0, 0));
-            log::warn!("removing sandbox {id}: no pod records it (hyperd was killed while starting it); its process was {pid}");
+            let process = if pid > 0 { format!("process {pid}") } else { "no process recorded".to_string() };
+            log::warn!("removing sandbox {id}: no pod records it (hyperd was killed while starting it; {process})");
             let s = SandboxState {
                 id: id.clone(),
                 driver: self.driver.name().to_string(),
