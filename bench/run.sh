@@ -20,8 +20,10 @@ case "$what" in
   vm)
     bash scripts/build.sh >/dev/null
     install -m 0644 target/debug/hyper-initrd.img target/release/hyper-initrd.img
-
-    exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/vm.py "$0" "$1" "$2"' "$PWD/target/release" "$PWD/target/debug/fixtures" /var/cache/hyper/kernel/vmlinux
+    # The floor's trivial initrd: a 9 KB /init that prints its mark (bench/floor-init.c).
+    gcc -static -nostdlib -Os -o target/release/floor-init bench/floor-init.c
+    python3 scripts/build-initrd.py target/release/floor-init target/release/floor-initrd.img
+    exec unshare --net --mount --propagation private -- bash -c 'ip link set lo up; exec python3 bench/vm.py "$0" "$1" "$2" "$3"' "$PWD/target/release" "$PWD/target/debug/fixtures" /var/cache/hyper/kernel/vmlinux "$PWD/target/release/floor-initrd.img"
     ;;
   net)
     bash scripts/build.sh >/dev/null
