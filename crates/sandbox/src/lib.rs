@@ -204,8 +204,8 @@ pub(crate) fn agent_socket(dir: &Path) -> Result<PathBuf, SandboxError> {
 }
 
 /// The file in a sandbox's directory (or a template's, or a cached VM's) that names its host process,
-/// "PID START_TIME BOOT_ID", written as the process starts: a daemon killed before it recorded the sandbox finds the
-/// process through it when it comes back, and ends it.
+/// "PID START_TIME BOOT_ID", written as the process starts: a daemon killed before it recorded the sandbox
+/// finds the process through it when it comes back, and ends it.
 const PROCESS_FILE: &str = "process";
 
 /// Takes charge of a sandbox's host process, just started for `cfg`: records its pid and start time in the
