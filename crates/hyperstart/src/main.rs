@@ -26,7 +26,7 @@ fn usage() -> i32 {
 /// The entry point, called by the C runtime. Rust's runtime start (`fn main`) first looks up the main thread's
 /// stack in /proc/self/maps, puts stack-overflow handlers on an alternate signal stack and polls the standard
 /// descriptors: kernel and libc code that runs nowhere else in a VM's boot, and under emulation each piece of
-/// code costs its translation the first time. A bare boot to this binary's first line took ~22 ms longer than
+/// code costs its translation the first time. A bare boot to this binary's first line took ~24 ms longer than
 /// to a C program's (alternating boots, medians of 12), and the agent starts twice in every VM (/init, then
 /// pod-init). What of that start the agent needs is done here: SIGPIPE ignored, so that a write to a closed
 /// pipe fails with EPIPE instead of killing the agent. (Arguments work as ever: std takes them from the C
