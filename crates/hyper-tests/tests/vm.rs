@@ -389,7 +389,7 @@ fn a_daemon_killed_mid_start_leaves_no_vm_behind() {
     let wrapper = tmp.path().join("qemu");
     std::fs::write(
         &wrapper,
-        format!("#!/bin/sh\ncase \" $* \" in *\" -incoming \"*) [ -e {} ] && sleep 20;; esac\nexec qemu-system-x86_64 \"$@\"\n", flag.display()),
+        format!("#!/bin/sh\ncase \" $* \" in *\" -incoming \"*) while [ -e {} ]; do sleep 0.1; done;; esac\nexec qemu-system-x86_64 \"$@\"\n", flag.display()),
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
