@@ -236,6 +236,45 @@ pub fn daemon_restart(driver: &str) {
     }
 }
 
+/// A sandbox that no pod's record names, as a daemon killed half way through a start leaves it: its process
+/// (recorded in its directory, as the drivers do when they start one), its network link and, for a VM, its
+/// share's mount. The next daemon ends and removes all of it before it serves. (tests/vm.rs kills a daemon in the
+/// middle of real VM starts.)
+pub fn unrecorded_sandbox_removed_at_restart(driver: &str) {
+    let mut d = Daemon::with_driver(driver, &[]);
+    d.kill();
+    let id = format!("sb-abandon{}", &driver[..2]);
+    let dir = d.root.join("sandboxes").join(&id);
+    std::fs::create_dir_all(dir.join("share")).unwrap();
+    let mut process = std::process::Command::new("sleep").arg(format!("100{}", d.net_id)).spawn().unwrap();
+    let pid = process.id() as i32;
+    // Its start time (ticks since boot): /proc/PID/stat's field 22, the 20th after the command's ')'.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    std::fs::write(dir.join("process"), format!("{pid} {start} {}\n", boot.trim())).unwrap();
+    if driver == "qemu" {
+        // A VM's share is mounted on the host (the ns driver mounts nothing there: its agent mounts in its own
+        // mount namespace).
+        hyper_tests::run(std::process::Command::new("mount").args(["-t", "tmpfs", "abandoned", dir.join("share").to_str().unwrap()]));
+    }
+    let link = format!("hv{}", &id[2..]);
+    hyper_tests::run(std::process::Command::new("ip").args(["link", "add", &link, "type", "veth", "peer", "name", &format!("hp{}", &id[2..])]));
+
+    d.restart();
+    assert!(wait_until(Duration::from_secs(10), || process.try_wait().unwrap().is_some()), "the sandbox's process was ended");
+    assert!(!dir.exists(), "the sandbox's directory is gone");
+    assert!(mounts_mentioning(&id).is_empty(), "its mount is gone");
+    let links = hyper_tests::run(std::process::Command::new("ip").args(["-o", "link"]));
+    assert!(!links.contains(&link), "its link is gone: {links}");
+    assert!(d.log().contains(&format!("removing sandbox {id}: no pod records it")), "{}", d.log());
+    // The daemon works as ever.
+    let pf = d.podfile("after.json", &long_running_pod("after"));
+    d.ok(&["run", "-d", &pf]);
+    assert_eq!(state(&d, "after"), "running");
+    d.ok(&["rm", "-f", "after"]);
+}
+
 /// Bad podfiles: clear errors, nothing created.
 pub fn bad_podfiles(driver: &str) {
     let d = Daemon::with_driver(driver, &[]);
@@ -424,9 +463,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
