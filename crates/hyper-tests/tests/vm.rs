@@ -309,8 +309,7 @@ fn vm_cache_starts_pods_in_vms_booted_ahead() {
     let taps: Vec<String> = d
         .entries("vm-cache")
         .iter()
-        .filter_map(|e| std::fs::read_to_string(d.root.join("vm-cache").join(e).join("parked")).ok())
-        .filter_map(|rec| rec.split_whitespace().nth(2).map(str::to_string))
+        .filter_map(|e| e.strip_prefix("vc-").map(|letters| format!("hc{letters}")))
         .collect();
     assert_eq!(taps.len(), 1, "{taps:?}");
     let daemon = d.pid();
@@ -343,7 +342,7 @@ fn vm_cache_with_templates_restores_its_vms() {
             .unwrap()
             .flatten()
             .filter_map(|e| {
-                let rec = std::fs::read_to_string(e.path().join("parked")).ok()?;
+                let rec = std::fs::read_to_string(e.path().join("process")).ok()?;
                 let pid: i32 = rec.split_whitespace().next()?.parse().ok()?;
                 Some((pid, String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?).replace('\0', " ")))
             })

@@ -753,27 +753,26 @@ impl Engine {
     /// and cleans up sandboxes of starts that were interrupted.
     pub async fn recover(&self) {
         self.recover_pods().await;
-        self.remove_unrecorded_sandboxes().await;
+        // The sandboxes of the pods that run on: every other one is gone, or goes now.
+        let live: Vec<String> = self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
+        self.remove_unrecorded_sandboxes(&live).await;
         // Addresses and port mappings of sandboxes that are gone (a crash mid-start, a sandbox that died).
         if let Some(n) = &self.network {
-            let live: Vec<String> = self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
             if let Err(e) = n.reconcile(&live) {
                 log::warn!("network: reconciling after restart: {}", chain(&e));
             }
         }
     }
 
-    /// Removes the sandboxes no pod's record names: hyperd was killed after it started their process and before
-    /// it recorded them. Their processes, mounts, links and directories go; the driver wrote each process's pid
+    /// Removes the sandboxes no pod's record names (`live` are those it names): hyperd was killed after it
+    /// started their process and before it recorded them. Their processes, mounts, links and directories go; the driver wrote each process's pid
     /// and start time into the sandbox's directory as it started it. Runs before the API serves, so no start is
     /// under way.
-    async fn remove_unrecorded_sandboxes(&self) {
-        let recorded: std::collections::HashSet<String> =
-            self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
+    async fn remove_unrecorded_sandboxes(&self, live: &[String]) {
         let Ok(entries) = std::fs::read_dir(self.cfg.root.join("sandboxes")) else { return };
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            if recorded.contains(&id) || !e.path().is_dir() {
+            if live.contains(&id) || !e.path().is_dir() {
                 continue;
             }
             let dir = e.path();

@@ -4,11 +4,14 @@
 //! its own, so nothing of its memory (random state, address layout) is shared with another VM.
 //!
 //! ```text
-//! <cache dir>/<id>/          a parked VM's sandbox directory (share/, sockets, logs); a start renames it to
-//!                            the sandbox's own directory (QEMU holds the share, the log and its listening
-//!                            sockets by descriptor or inode, so none of them minds)
-//! <cache dir>/<id>/parked    "PID START_TIME TAP": what a daemon that comes back must kill and remove
+//! <cache dir>/<id>/          a parked VM's sandbox directory (share/, sockets, logs, its QEMU's `process`
+//!                            record); a start renames it to the sandbox's own directory (QEMU holds the
+//!                            share, the log and its listening sockets by descriptor or inode, so none of
+//!                            them minds)
 //! ```
+//!
+//! Whatever is in the cache directory when a daemon starts was left by an earlier one: its QEMU (named in
+//! `process`) is killed, its tap (`hc` and the id's letters) and its directory removed.
 //!
 //! A parked VM's tap is neither bridged nor up; the start that takes the VM renames it to the sandbox's own
 //! name and plugs it, and the agent gives the guest's NIC the pod's MAC at set-up (as for a template).
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::{Boot, QemuDriver, kill_spawned, umount_all};
+use super::{Boot, QemuDriver, kill_spawned, remove_from_host};
 use crate::{Nic, SandboxConfig, SandboxError, io_err, process_alive};
 
 /// How long a refill waits after a start took a VM: the taken guest's hello, set-up and containers (~0.1-0.2 s
@@ -158,18 +161,9 @@ impl VmCache {
         // With templates, the cache's VMs are restored too: ~50 ms of work each instead of a boot, and they share
         // the template's RAM while they wait. The tap stays unplugged until a start takes the VM.
         let started = d.prepare_host(&cfg, &share, false).and_then(|_| d.start_guest(&cfg, Boot::Park));
-        let (pid, start, restored) = started.inspect_err(|_| {
-            let _ = crate::unplug(&tap);
-            umount_all(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
-        })?;
-        let parked = Parked { dir, pid, start, tap, restored };
-        if let Err(e) = std::fs::write(parked.dir.join("parked"), format!("{pid} {start} {}", parked.tap)) {
-            discard(&parked);
-            return Err(err(format!("recording the cached VM: {e}")));
-        }
+        let (pid, start, restored) = started.inspect_err(|_| remove_from_host(&dir, Some(&tap)))?;
         log::debug!("VM cache: {id} (QEMU {pid}) boots");
-        Ok(parked)
+        Ok(Parked { dir, pid, start, tap, restored })
     }
 
     /// Hands a cached VM to the sandbox `cfg` when it has the cache's shape: its directory becomes `cfg.dir`, its
@@ -260,7 +254,6 @@ fn hand_over(p: &Parked, cfg: &SandboxConfig, nic: &Nic) -> Result<(), SandboxEr
     let mut nl = netlink::Netlink::open().map_err(io_err("netlink"))?;
     nl.set_name(index, &nic.host_if).map_err(io_err(format!("renaming tap {} to {}", p.tap, nic.host_if)))?;
     crate::plug(nic)?;
-    std::fs::remove_file(p.dir.join("parked")).map_err(io_err("forgetting the cached VM"))?;
     if let Some(parent) = cfg.dir.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
     }
@@ -270,9 +263,7 @@ fn hand_over(p: &Parked, cfg: &SandboxConfig, nic: &Nic) -> Result<(), SandboxEr
 /// Kills a cached VM and removes its tap, mounts and directory.
 fn discard(p: &Parked) {
     kill_spawned(p.pid, p.start);
-    let _ = crate::unplug(&p.tap);
-    umount_all(&p.dir);
-    let _ = std::fs::remove_dir_all(&p.dir);
+    remove_from_host(&p.dir, Some(&p.tap));
 }
 
 /// The tap of the cached VM `id` (`vc-` and 10 letters): `hc` and the same letters.
@@ -285,16 +276,8 @@ fn tap_of(id: &str) -> String {
 fn clean(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = e.path();
-        let rec = std::fs::read_to_string(path.join("parked")).unwrap_or_default();
-        let mut f = rec.split_whitespace();
-        let parked = match (f.next().and_then(|x| x.parse().ok()), f.next().and_then(|x| x.parse().ok()), f.next()) {
-            (Some(pid), Some(start), Some(tap)) => Parked { dir: path.clone(), pid, start, tap: tap.to_string(), restored: false },
-            _ => {
-                let (pid, start) = crate::recorded_process(&path).unwrap_or((0, 0));
-                Parked { dir: path.clone(), pid, start, tap: tap_of(&e.file_name().to_string_lossy()), restored: false }
-            }
-        };
-        discard(&parked);
+        let (pid, start) = crate::recorded_process(&path).unwrap_or((0, 0));
+        discard(&Parked { dir: path.clone(), pid, start, tap: tap_of(&e.file_name().to_string_lossy()), restored: false });
         log::info!("VM cache: removed {} of an earlier daemon", path.display());
     }
 }

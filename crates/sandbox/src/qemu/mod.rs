@@ -368,14 +368,8 @@ impl Driver for QemuDriver {
                 let share = cfg.dir.join("share");
                 std::fs::create_dir_all(&share).map_err(io_err(format!("creating {}", share.display())))?;
                 let started = self.prepare_host(cfg, &share, true).and_then(|_| self.start_guest(cfg, Boot::Cold));
-                let (pid, start_time, restored) = started.inspect_err(|_| {
-                    // Whatever step failed, nothing of the sandbox stays on the host.
-                    if let Some(nic) = &cfg.nic {
-                        let _ = crate::unplug(&nic.host_if);
-                    }
-                    umount_all(&share);
-                    let _ = std::fs::remove_dir_all(&cfg.dir);
-                })?;
+                // Whatever step failed, nothing of the sandbox stays on the host.
+                let (pid, start_time, restored) = started.inspect_err(|_| remove_from_host(&cfg.dir, cfg.nic.as_ref().map(|n| n.host_if.as_str())))?;
                 (pid, start_time, if restored { "template" } else { "boot" })
             }
         };
@@ -488,6 +482,15 @@ fn gone_within(pid: i32, start: u64, limit: Duration) -> bool {
 }
 
 /// Unmounts everything mounted at or below `dir`, deepest first; returns the failures.
+/// Removes what a VM that failed to start (or was discarded) had on the host: its tap, its mounts, its directory.
+fn remove_from_host(dir: &Path, tap: Option<&str>) {
+    if let Some(tap) = tap {
+        let _ = crate::unplug(tap);
+    }
+    umount_all(dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn umount_all(dir: &Path) -> Vec<String> {
     sys::mounts_under(dir).iter().filter_map(|m| sys::umount_detach(m).err().map(|e| format!("unmounting {}: {e}", m.display()))).collect()
 }
