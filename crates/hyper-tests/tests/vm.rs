@@ -405,9 +405,9 @@ fn a_daemon_killed_mid_start_leaves_no_vm_behind() {
         assert!(!links.contains(&format!("master {}", d.bridge())), "a tap is still on the pods' bridge: {links}");
         assert_eq!(d.inspect("k")["state"], "created");
     };
-    // The process is recorded a moment after it starts; the daemon is killed after that.
+    // The process records itself before it execs (the record is empty until then); the daemon is killed after.
     let recorded = |dir_of: &dyn Fn() -> Option<std::path::PathBuf>| {
-        wait_until(Duration::from_secs(120), || dir_of().is_some_and(|dir| dir.join("process").is_file()))
+        wait_until(Duration::from_secs(120), || dir_of().is_some_and(|dir| std::fs::read_to_string(dir.join("process")).is_ok_and(|r| !r.trim().is_empty())))
     };
 
     // 1. While the template is made: its QEMU runs in a `.tmp-` directory, the sandbox waits for it.

@@ -204,20 +204,117 @@ pub(crate) fn agent_socket(dir: &Path) -> Result<PathBuf, SandboxError> {
 }
 
 /// The file in a sandbox's directory (or a template's, or a cached VM's) that names its host process,
-/// "PID START_TIME BOOT_ID", written as the process starts: a daemon killed before it recorded the sandbox
-/// finds the process through it when it comes back, and ends it.
+/// "PID START_TIME BOOT_ID": a daemon killed before it recorded the sandbox finds the process through it when it
+/// comes back, and ends it.
 const PROCESS_FILE: &str = "process";
 
-/// Takes charge of a sandbox's host process, just started for `cfg`: records its pid and start time in the
-/// sandbox's directory and returns them; a thread reaps it while this daemon lives (it outlives the daemon if
-/// it must). A process that cannot be recorded is killed.
+/// Makes `cmd` record its process in `cfg.dir` before it execs (see [`adopt`]). Call before `cmd.spawn()`.
+///
+/// The forked child writes the record itself, so there is no moment in which the process runs and no record
+/// names it: a daemon killed while the child sets itself up takes the child with it (a parent-death signal,
+/// dropped once the record is written), and one killed later leaves a recorded process for the next daemon.
+pub(crate) fn record_on_start(cmd: &mut std::process::Command, cfg: &SandboxConfig) -> Result<(), SandboxError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let path = cfg.dir.join(PROCESS_FILE);
+    // Written empty now, so that a directory the record cannot be written in fails here, with its reason,
+    // rather than as a bare error of the child.
+    std::fs::write(&path, "").map_err(|e| SandboxError::Setup(format!("recording the process of sandbox {} in {}: {e}", cfg.id, cfg.dir.display())))?;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| SandboxError::Setup(format!("path {} contains NUL", path.display())))?;
+    let boot = boot_id();
+    // The child's parent: the child checks that it still lives once the parent-death signal is armed.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe system calls
+    // (prctl, getppid, getpid, open, read, write, close) on buffers on its stack and data prepared before the
+    // fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // The daemon died before the signal was armed.
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            let mut stat = [0u8; 1024];
+            let fd = libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::read(fd, stat.as_mut_ptr().cast(), stat.len());
+            libc::close(fd);
+            let start = usize::try_from(n).ok().and_then(|n| start_time_of_stat(&stat[..n])).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EIO))?;
+            let mut rec = [0u8; 128];
+            let len = format_record(&mut rec, libc::getpid(), start, boot.as_bytes()).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let w = libc::write(fd, rec.as_ptr().cast(), len);
+            libc::close(fd);
+            if w != len as isize {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// The start time (field 22) of a /proc/PID/stat line. Allocates nothing: it runs in forked children.
+fn start_time_of_stat(stat: &[u8]) -> Option<u64> {
+    // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let field = rest.split(|&b| b == b' ').filter(|f| !f.is_empty()).nth(19)?;
+    let mut v: u64 = 0;
+    for &b in field.iter().take_while(|b| **b != b'\n') {
+        v = v.checked_mul(10)?.checked_add(u64::from(b.checked_sub(b'0').filter(|d| *d <= 9)?))?;
+    }
+    Some(v)
+}
+
+/// Writes "PID START BOOT\n" into `buf`; returns its length. Allocates nothing: it runs in forked children.
+fn format_record(buf: &mut [u8], pid: libc::pid_t, start: u64, boot: &[u8]) -> Option<usize> {
+    fn num(buf: &mut [u8], at: usize, mut v: u64) -> Option<usize> {
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        loop {
+            digits[n] = b'0' + (v % 10) as u8;
+            n += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let out = buf.get_mut(at..at + n)?;
+        for (o, d) in out.iter_mut().zip(digits[..n].iter().rev()) {
+            *o = *d;
+        }
+        Some(at + n)
+    }
+    let mut at = num(buf, 0, u64::try_from(pid).ok()?)?;
+    *buf.get_mut(at)? = b' ';
+    at = num(buf, at + 1, start)?;
+    *buf.get_mut(at)? = b' ';
+    buf.get_mut(at + 1..at + 1 + boot.len())?.copy_from_slice(boot);
+    at += 1 + boot.len();
+    *buf.get_mut(at)? = b'\n';
+    Some(at + 1)
+}
+
+/// Takes charge of a sandbox's host process, just started for `cfg` by a command prepared with
+/// [`record_on_start`]: returns its pid and start time as recorded; a thread reaps it while this daemon lives (it
+/// outlives the daemon if need be).
 pub(crate) fn adopt(mut child: std::process::Child, cfg: &SandboxConfig) -> Result<(i32, u64), SandboxError> {
     let pid = child.id() as i32;
-    let start_time = process_start_time(pid).unwrap_or(0);
-    if let Err(e) = std::fs::write(cfg.dir.join(PROCESS_FILE), format!("{pid} {start_time} {}\n", boot_id())) {
+    let (recorded, start_time) = recorded_process(&cfg.dir).unwrap_or((0, 0));
+    if recorded != pid {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(SandboxError::Setup(format!("recording the process of sandbox {} in {}: {e}", cfg.id, cfg.dir.display())));
+        return Err(SandboxError::Setup(format!("sandbox {}: process {pid} is not on record in {}", cfg.id, cfg.dir.display())));
     }
     std::thread::Builder::new()
         .name(format!("reap-{}", cfg.id))
@@ -266,5 +363,42 @@ mod tests {
         std::fs::write(dir.join(PROCESS_FILE), format!("{me} {start}\n")).unwrap();
         assert_eq!(recorded_process(&dir), None, "a record without its boot is not trusted");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_process_is_on_record_before_it_runs() {
+        let dir = std::env::temp_dir().join(random_id("hyper-process-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = SandboxConfig { id: "sb-test".into(), dir: dir.clone(), vcpu: 1, memory_mb: 64, nic: None };
+        // The program's first act: read the record and say whether it names the program itself.
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", "read pid start boot < \"$1\"/process && echo \"$pid $start $boot\" && echo \"$$\""])
+            .arg("sh")
+            .arg(&dir)
+            .stdout(std::process::Stdio::piped());
+        record_on_start(&mut cmd, &cfg).unwrap();
+        let child = cmd.spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = process_start_time(pid).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let out = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out, format!("{pid} {start} {}\n{pid}\n", boot_id()), "the record the program found");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn records_are_parsed_and_written_without_allocation() {
+        // A command name with spaces and parentheses; the start time is field 22.
+        let stat = b"4242 (a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456789 1000 100 18446744073709551615\n";
+        assert_eq!(start_time_of_stat(stat), Some(123456789));
+        assert_eq!(start_time_of_stat(b"4242 (x) S 1 2 3"), None, "a short line");
+        assert_eq!(start_time_of_stat(b"4242 (x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 1x2 3"), None, "not a number");
+        let mut buf = [0u8; 64];
+        let n = format_record(&mut buf, 7, 0, b"b00t").unwrap();
+        assert_eq!(&buf[..n], b"7 0 b00t\n");
+        let n = format_record(&mut buf, i32::MAX, u64::MAX, b"").unwrap();
+        assert_eq!(&buf[..n], format!("{} {} \n", i32::MAX, u64::MAX).as_bytes());
+        assert_eq!(format_record(&mut [0u8; 8], 1234, 5678, b"abc"), None, "too small a buffer");
+        assert_eq!(format_record(&mut buf, -1, 0, b""), None);
     }
 }

@@ -207,6 +207,7 @@ impl NsDriver {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io_err("dup log"))?)
             .stderr(log);
+        crate::record_on_start(&mut cmd, cfg)?;
         // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe system
         // calls (setsid, open, write, close, dup2, fcntl, setns, unshare) on data prepared before the fork.
         unsafe {

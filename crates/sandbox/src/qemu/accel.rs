@@ -1,6 +1,7 @@
 //! Choosing the accelerator: KVM only where it can really run our guest, TCG otherwise, and why.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,7 +80,16 @@ fn pvm_backend() -> bool {
 /// Boots the guest under KVM until the agent reports on the console (or `timeout` passes).
 fn probe(qemu: &Path, kernel: &Path, initrd: &Path, timeout: Duration) -> Result<Duration, String> {
     let start = Instant::now();
-    let mut child = Command::new(qemu)
+    let mut cmd = Command::new(qemu);
+    // SAFETY: prctl in the forked child, an async-signal-safe system call. A probe that hangs ends with the
+    // daemon that waits for it (this thread waits until it ends it).
+    unsafe {
+        cmd.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+            r if r < 0 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let mut child = cmd
         .args(["-machine", &format!("{},accel=kvm", super::MACHINE), "-cpu", "host", "-m", "128", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
         .args(["-serial", "stdio", "-kernel"])
         .arg(kernel)

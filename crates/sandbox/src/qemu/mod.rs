@@ -224,6 +224,7 @@ impl QemuDriver {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(cfg.dir.join("qemu.log")).map_err(io_err("opening qemu.log"))?;
         let mut cmd = Command::new(&self.qemu);
         cmd.args(self.args(cfg, boot)).stdin(Stdio::null()).stdout(log.try_clone().map_err(io_err("dup log"))?).stderr(log);
+        crate::record_on_start(&mut cmd, cfg)?;
         let no_huge_pages = self.accel == Accel::Tcg;
         // SAFETY: setsid and prctl in the forked child, both async-signal-safe system calls.
         unsafe {
