@@ -35,7 +35,8 @@ impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         crate::require_root();
         let dir = tempfile::Builder::new().prefix("hyperd-test-").tempdir().expect("tempdir");
-        let root = dir.path().join("root");
+        // A test may give its own root (a symlink, say); the daemon's temporary directory's otherwise.
+        let root = args.iter().position(|a| *a == "--root").and_then(|i| args.get(i + 1)).map_or_else(|| dir.path().join("root"), PathBuf::from);
         let socket = dir.path().join("hyper.sock");
         // Unique across test binaries running at once too: mix in the process id.
         let net_id = (std::process::id() % 40) * 100 + NET_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
@@ -53,9 +54,12 @@ impl Daemon {
             let n = self.net_id;
             net_args = vec!["--bridge".into(), format!("hyt{n}"), "--pod-cidr".into(), format!("10.{}.{}.0/24", 100 + n / 250, n % 250)];
         }
+        let mut own_root: Vec<&Path> = vec![];
+        if !self.args.iter().any(|a| a == "--root") {
+            own_root = vec![Path::new("--root"), &self.root];
+        }
         let child = Command::new(bin_dir().join("hyperd"))
-            .arg("--root")
-            .arg(&self.root)
+            .args(own_root)
             .arg("--socket")
             .arg(&self.socket)
             .arg("--log-level")

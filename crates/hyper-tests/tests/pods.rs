@@ -307,6 +307,35 @@ pub fn bad_podfiles(driver: &str) {
     assert_eq!(d.entries("pods").len(), 1);
 }
 
+/// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
+/// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
+/// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
+/// through the still-mounted overlay and volume.
+pub fn symlinked_root_loses_nothing(driver: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (disk, link, host_dir) = (tmp.path().join("disk"), tmp.path().join("state"), tmp.path().join("hostvol"));
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&host_dir).unwrap();
+    std::os::unix::fs::symlink(&disk, &link).unwrap();
+    std::fs::write(host_dir.join("mine"), "the user's file").unwrap();
+    let d = Daemon::with_driver(driver, &["--root", link.to_str().unwrap()]);
+    let pf = d.podfile("s.json", &json!({"id": "s", "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "100000"],
+        "volumes": [{"volume": "host", "path": "/host"}]}],
+        "volumes": [{"name": "host", "source": host_dir.to_str().unwrap(), "format": "vfs"}]}));
+    d.ok(&["run", "-d", &pf]);
+    d.sh("s/c", "echo written > /written && cat /host/mine >/dev/null");
+    let sb = sandbox_id(&d, "s");
+    d.ok(&["stop", "s"]);
+    assert_eq!(std::fs::read_to_string(host_dir.join("mine")).unwrap(), "the user's file", "the host volume after stop");
+    assert_sandbox_gone(&d, &sb);
+    d.ok(&["start", "s"]);
+    assert_eq!(d.sh("s/c", "cat /written; ls /bin/busybox"), "written\n/bin/busybox\n", "the container's files after stop and start");
+    d.ok(&["rm", "-f", "s"]);
+    assert_eq!(std::fs::read_to_string(host_dir.join("mine")).unwrap(), "the user's file", "the host volume after rm");
+    assert_eq!(mounts_mentioning(&disk.display().to_string()), Vec::<String>::new(), "mounts left");
+    assert!(std::fs::read_dir(disk.join("pods")).unwrap().next().is_none(), "the pod's directory is gone");
+}
+
 /// Every podfile field does what Hyper's did: volumes (pod-owned, host vfs, shared, read-only), files with
 /// mode and owner, users and groups from the image, envs for exec'd processes too, sysctls, ulimits, readOnly.
 pub fn podfile_fields(driver: &str) {
@@ -463,9 +492,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }

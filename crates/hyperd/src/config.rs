@@ -203,7 +203,7 @@ impl Config {
             masquerade: !(flags.no_masquerade || file.no_masquerade),
             mtu: flags.mtu.or(file.mtu).unwrap_or(1500),
         };
-        let root: PathBuf = flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into());
+        let root = real_root(flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()));
         let vm_templates = flags.vm_templates || file.vm_templates;
         let vm_cache = flags.vm_cache.or(file.vm_cache).unwrap_or(0);
         if driver != "qemu" && (vm_templates || vm_cache > 0) {
@@ -257,12 +257,47 @@ fn load_file(p: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("config file {}", p.display()))
 }
 
+/// The root as the kernel names it: absolute, without symlinks (`--root` may be relative, or a symlink to another
+/// disk). Mount points are found by comparing with /proc/self/mountinfo, which gives real paths: with any other
+/// spelling of the root, a sandbox's mounts would not be found and unmounted before its directory is removed.
+/// A root that does not exist yet is spelled out as far as it exists.
+fn real_root(root: PathBuf) -> PathBuf {
+    let abs = std::path::absolute(&root).unwrap_or(root);
+    let mut missing = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return missing.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                at = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn config(args: &[&str]) -> anyhow::Result<Config> {
         Config::from_flags(Flags::parse_from(std::iter::once("hyperd").chain(args.iter().copied())))
+    }
+
+    #[test]
+    fn the_root_is_spelled_as_mountinfo_spells_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().canonicalize().unwrap().join("disk");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
+        let root = |p: &Path| config(&["--root", p.to_str().unwrap()]).unwrap().root;
+        assert_eq!(root(&tmp.path().join("link")), real, "a symlink");
+        assert_eq!(root(&tmp.path().join("link/not/yet")), real.join("not/yet"), "a root to be made, below a symlink");
+        let rel = root(Path::new("some/relative/root"));
+        assert!(rel.is_absolute() && rel.ends_with("some/relative/root"), "{}", rel.display());
     }
 
     #[test]

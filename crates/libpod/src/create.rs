@@ -250,7 +250,7 @@ impl Engine {
             std::fs::create_dir_all(pod_dir.join("logs"))
         };
         let undo = || {
-            let _ = std::fs::remove_dir_all(&pod_dir);
+            let _ = sandbox::remove_unmounted_dir(&pod_dir);
         };
         if let Err(e) = alloc() {
             undo();

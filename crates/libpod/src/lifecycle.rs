@@ -561,11 +561,7 @@ impl Engine {
             self.destroy_sandbox(sb).await;
         }
         let dir = self.pod_dir(&rec.id);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if dir.exists() {
-                return Err(PodError::Internal(format!("removing {}: {e}", dir.display())));
-            }
-        }
+        sandbox::remove_unmounted_dir(&dir).map_err(PodError::Internal)?;
         {
             let _g = self.records.lock().await;
             self.store.delete(&rec)?;

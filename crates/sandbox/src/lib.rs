@@ -60,12 +60,23 @@ pub(crate) fn finish_destroy(s: &SandboxState, mut errors: Vec<String>) -> Resul
             errors.push(e);
         }
     }
-    if let Err(e) = std::fs::remove_dir_all(&s.dir) {
-        if s.dir.exists() {
-            errors.push(format!("removing {}: {e}", s.dir.display()));
-        }
+    if let Err(e) = remove_unmounted_dir(&s.dir) {
+        errors.push(e);
     }
     if errors.is_empty() { Ok(()) } else { Err(SandboxError::Teardown { id: s.id.clone(), errors }) }
+}
+
+/// Removes a directory tree that should hold no mount point by now (a sandbox's, a pod's), and refuses while
+/// anything is still mounted at or below it: a recursive removal goes down into mounts, and would delete a
+/// container's files or a user's volume through them. Gone already is fine.
+pub fn remove_unmounted_dir(dir: &Path) -> Result<(), String> {
+    if let Some(m) = sys::mounts_under(dir).last() {
+        return Err(format!("{} is still mounted: {} left in place", m.display(), dir.display()));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if dir.exists() => Err(format!("removing {}: {e}", dir.display())),
+        _ => Ok(()),
+    }
 }
 
 /// Deletes a host-side link if it exists (a veth end takes its peer along).

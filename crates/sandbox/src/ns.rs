@@ -110,7 +110,9 @@ impl Driver for NsDriver {
                 }
                 cgroup.kill_all(Duration::from_secs(2));
                 cgroup.remove();
-                let _ = std::fs::remove_dir_all(&cfg.dir);
+                if let Err(left) = crate::remove_unmounted_dir(&cfg.dir) {
+                    log::warn!("{left}");
+                }
                 Err(e)
             }
         }

@@ -41,8 +41,11 @@ pub fn umount_detach(target: &Path) -> std::io::Result<()> {
     if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
-/// Mount points at or below `dir` in this mount namespace, deepest first.
+/// Mount points at or below `dir` in this mount namespace, deepest first. mountinfo gives real paths: `dir` is
+/// compared as the kernel spells it (through symlinks), whatever spelling it comes in.
 pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let real = dir.canonicalize();
+    let dir = real.as_deref().unwrap_or(dir);
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut v: Vec<std::path::PathBuf> = text
         .lines()

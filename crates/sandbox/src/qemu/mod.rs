@@ -412,8 +412,7 @@ impl Driver for QemuDriver {
     fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
         let dir = Self::share(s).join(id);
         umount_share(&dir)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(())
+        crate::remove_unmounted_dir(&dir).map_err(SandboxError::Setup)
     }
 
     fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError> {
@@ -489,7 +488,9 @@ fn remove_from_host(dir: &Path, tap: Option<&str>) {
         let _ = crate::unplug(tap);
     }
     umount_all(dir);
-    let _ = std::fs::remove_dir_all(dir);
+    if let Err(e) = crate::remove_unmounted_dir(dir) {
+        log::warn!("{e}");
+    }
 }
 
 fn umount_all(dir: &Path) -> Vec<String> {
