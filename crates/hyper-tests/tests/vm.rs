@@ -120,6 +120,28 @@ fn qemu_killed_from_outside_fails_the_pod_and_start_works_again() {
     d.ok(&["rm", "-f", "victim"]);
 }
 
+/// A client that goes away in the middle of a start (Ctrl-C on `hyper start`, while the VM boots): the start runs
+/// to its end anyway, so the pod is Running in the one VM it booted, and `stop` ends that VM. The daemon used to
+/// drop the start where it was: the VM ran on, named by no pod, and the pod stayed Created.
+#[test]
+fn a_start_whose_client_goes_away_still_completes() {
+    let d = Daemon::with_driver("qemu", &[]);
+    let pf = d.podfile("g.json", &json!({"id": "gone", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["create", &pf]);
+    let sandboxes = d.root.join("sandboxes").display().to_string();
+    let mut start = d.cmd(&["start", "gone"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !sandbox_processes(&sandboxes).is_empty()), "the VM boots:\n{}", d.log());
+    start.kill().unwrap();
+    start.wait().unwrap();
+    assert!(wait_until(Duration::from_secs(60), || d.inspect("gone")["state"] == "running"), "the start completes:\n{}", d.log());
+    let pid = d.inspect("gone")["sandbox"]["pid"].as_i64().unwrap() as i32;
+    assert_eq!(sandbox_processes(&sandboxes), vec![pid], "one VM, the pod's");
+    assert_eq!(d.sh("gone", "echo up").trim(), "up");
+    d.ok(&["stop", "gone"]);
+    assert!(wait_until(Duration::from_secs(10), || sandbox_processes(&sandboxes).is_empty()), "no VM left after stop");
+    assert!(d.entries("sandboxes").is_empty(), "{:?}", d.entries("sandboxes"));
+}
+
 #[test]
 fn a_hypervisor_that_dies_at_start_fails_the_run_with_its_own_message() {
     // A user's mistake QEMU itself rejects: a --kernel that is not a kernel. QEMU exits at once; the start

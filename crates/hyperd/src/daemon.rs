@@ -112,7 +112,15 @@ impl Daemon {
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             let d = d.clone();
-                            async move { Ok::<_, std::convert::Infallible>(crate::routes::route(d, req).await) }
+                            // Each request runs in a task of its own, to its end: hyper drops a request's future when
+                            // its client goes away (a Ctrl-C), and a start, stop or replace dropped between two steps
+                            // would leave a VM no pod records, or a pod half started.
+                            async move {
+                                let resp = tokio::spawn(crate::routes::route(d, req)).await.unwrap_or_else(|e| {
+                                    crate::web::error(crate::web::api_error(hyper_api::ErrorKind::Internal, format!("the request's task failed: {e}")))
+                                });
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
                         });
                         if let Err(e) = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
