@@ -142,6 +142,41 @@ fn a_start_whose_client_goes_away_still_completes() {
     assert!(d.entries("sandboxes").is_empty(), "{:?}", d.entries("sandboxes"));
 }
 
+/// hyperd restarted with the other driver while a pod runs in a sandbox of the first: it refuses to start and says
+/// why, and the pod runs on; back on its own driver, the daemon takes the pod up again. The qemu driver used to
+/// take the ns pod over, and its stop killed the agent only: pod-init and the containers lived on.
+#[test]
+fn a_daemon_restarted_with_another_driver_refuses_while_pods_run_in_the_first() {
+    let mut d = Daemon::with_driver("ns", &[]);
+    let pf = d.podfile("o.json", &json!({"id": "other", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let sb = d.inspect("other")["sandbox"]["id"].as_str().unwrap().to_string();
+    let before = sandbox_processes(&sb);
+    d.kill();
+    let log = d.dir.path().join("qemu-hyperd.log");
+    let mut other = std::process::Command::new(hyper_tests::bin_dir().join("hyperd"))
+        .args(["--root", d.root.to_str().unwrap(), "--socket", d.socket.to_str().unwrap(), "--driver", "qemu"])
+        .args(["--bridge", &d.bridge(), "--pod-cidr", &format!("{}.0/24", d.subnet_prefix())])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(30), || {
+        status = other.try_wait().unwrap();
+        status.is_some()
+    });
+    let _ = other.kill();
+    let _ = other.wait();
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(status.is_some_and(|s| !s.success()), "hyperd --driver qemu served ({status:?}): {err}");
+    assert!(err.contains("other (ns sandbox, pid") && err.contains("another driver than qemu"), "{err}");
+    assert_eq!(sandbox_processes(&sb), before, "the pod's processes, untouched");
+    d.restart();
+    assert_eq!(d.inspect("other")["state"], "running");
+    assert_eq!(d.sh("other", "echo still").trim(), "still");
+    d.ok(&["rm", "-f", "other"]);
+}
+
 #[test]
 fn a_hypervisor_that_dies_at_start_fails_the_run_with_its_own_message() {
     // A user's mistake QEMU itself rejects: a --kernel that is not a kernel. QEMU exits at once; the start

@@ -92,7 +92,7 @@ impl Daemon {
     }
 
     async fn serve_api(self: Arc<Self>) -> anyhow::Result<()> {
-        self.engine.recover().await;
+        self.engine.recover().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let listener = bind(&self.config.socket)?;
         log::info!(
             "hyperd {} listening on {}",

@@ -747,7 +747,20 @@ impl Engine {
 
     /// After a daemon restart: reconnects to every running pod's agent, resumes logs where they stopped,
     /// and cleans up sandboxes of starts that were interrupted.
-    pub async fn recover(&self) {
+    pub async fn recover(&self) -> Result<(), PodError> {
+        // A driver reaches only into its own sandboxes: another's would be stopped without its mounts or its
+        // processes (the ns driver's pod-init outlives its agent), or its files removed through its mounts.
+        let mine = self.driver.name();
+        let foreign: Vec<String> = (self.store.all().unwrap_or_default().iter())
+            .filter_map(|p| p.sandbox.as_ref().filter(|s| s.driver != mine && sandbox::process_alive(s.pid, s.start_time)).map(|s| (p, s)))
+            .map(|(p, s)| format!("{} ({} sandbox, pid {})", p.name, s.driver, s.pid))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(PodError::Conflict(format!(
+                "pods run in sandboxes of another driver than {mine}: {}; run hyperd with that driver (and stop them there before switching)",
+                foreign.join(", ")
+            )));
+        }
         self.recover_pods().await;
         // The sandboxes of the pods that run on: every other one is gone, or goes now.
         let live: Vec<String> = self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
@@ -758,6 +771,7 @@ impl Engine {
                 log::warn!("network: reconciling after restart: {}", chain(&e));
             }
         }
+        Ok(())
     }
 
     /// Removes the sandboxes no pod's record names (`live` are those it names): hyperd was killed after it
