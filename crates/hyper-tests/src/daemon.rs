@@ -103,6 +103,13 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Starts the daemon again on the same root and socket, with other flags (the same driver unless given).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        let driver = self.args.iter().position(|a| a == "--driver").map(|i| self.args[i..i + 2].to_vec()).unwrap_or_default();
+        self.args = driver.into_iter().chain(args.iter().map(|s| s.to_string())).collect();
+        self.restart();
+    }
+
     /// A `hyper` command aimed at this daemon.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_dir().join("hyper"));

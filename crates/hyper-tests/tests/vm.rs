@@ -436,8 +436,9 @@ fn vm_cache_with_templates_restores_its_vms() {
 /// QEMU reports the guest side of the port as the chardev's `frontend-open`.
 /// hyperd killed while it starts a VM, after QEMU started and before anything but the driver recorded it: the
 /// next hyperd ends that QEMU and removes what went with it. Twice: while the first start of a shape makes the
-/// VM template, and while a VM is restored from it (a wrapper around QEMU holds restores back while a flag file
-/// exists, so the daemon can be killed right then).
+/// VM template (the next hyperd does not use templates, and ends it all the same), and while a VM is restored
+/// from it (a wrapper around QEMU holds restores back while a flag file exists, so the daemon can be killed
+/// right then).
 #[test]
 fn a_daemon_killed_mid_start_leaves_no_vm_behind() {
     let tmp = tempfile::tempdir().unwrap();
@@ -476,9 +477,10 @@ fn a_daemon_killed_mid_start_leaves_no_vm_behind() {
     d.kill();
     let _ = run.wait();
     assert_eq!(sandbox_processes(&templates), maker, "the QEMU outlives the killed daemon");
-    d.restart();
+    d.restart_with(&["--qemu", wrapper.to_str().unwrap()]);
     assert!(sandbox_processes(&templates).is_empty(), "the new daemon ended the template's QEMU:\n{}", d.log());
     nothing_left(&d);
+    d.restart_with(&["--vm-templates", "--qemu", wrapper.to_str().unwrap()]);
 
     // 2. While a VM is restored: its QEMU runs in the sandbox's directory, which no pod's record names yet.
     std::fs::write(&flag, "").unwrap();

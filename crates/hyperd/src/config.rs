@@ -134,8 +134,9 @@ pub struct Config {
     pub accel: sandbox::qemu::AccelRequest,
     pub kernel_append: String,
     pub tcg_tb_size_mib: u32,
-    /// Where VM templates are kept, when they are used.
-    pub template_dir: Option<PathBuf>,
+    /// Where VM templates are kept (looked at for half-made ones even when templates are not used).
+    pub template_dir: PathBuf,
+    pub vm_templates: bool,
     /// The VM cache (its size 0 when off: a cache an earlier daemon left is removed all the same).
     pub vm_cache: sandbox::qemu::CacheOptions,
     pub network: network::NetworkConfig,
@@ -217,7 +218,8 @@ impl Config {
             bail!("--vm-cache-vcpu/--vm-cache-memory: {e}");
         }
         Ok(Config {
-            template_dir: vm_templates.then(|| root.join("vm-templates")),
+            template_dir: root.join("vm-templates"),
+            vm_templates,
             vm_cache: sandbox::qemu::CacheOptions {
                 dir: root.join("vm-cache"),
                 size: vm_cache,

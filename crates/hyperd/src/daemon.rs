@@ -58,6 +58,7 @@ impl Daemon {
                     kernel_append: config.kernel_append.clone(),
                     tcg_tb_size_mib: config.tcg_tb_size_mib,
                     template_dir: config.template_dir.clone(),
+                    vm_templates: config.vm_templates,
                     vm_cache: Some(config.vm_cache.clone()),
                 })
                 .context("the qemu driver")?

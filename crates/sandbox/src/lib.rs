@@ -333,7 +333,15 @@ pub(crate) fn adopt(mut child: std::process::Child, cfg: &SandboxConfig) -> Resu
         .spawn(move || {
             let _ = child.wait();
         })
-        .map_err(io_err("starting a reaper thread"))?;
+        .map_err(|e| {
+            // The child went with the closure that was to reap it, unkilled: end it by its pid.
+            // SAFETY: kill and waitpid of our own child, whose pid we hold; status is a valid out-pointer.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut 0, 0);
+            }
+            io_err("starting a reaper thread")(e)
+        })?;
     Ok((pid, start_time))
 }
 

@@ -88,8 +88,10 @@ pub struct QemuOptions {
     pub kernel_append: String,
     /// TCG's translation cache per VM (MiB); ignored under KVM.
     pub tcg_tb_size_mib: u32,
-    /// Where VM templates are kept; None: every VM boots.
-    pub template_dir: Option<PathBuf>,
+    /// Where VM templates are kept (half-made ones an earlier daemon left are removed, used or not).
+    pub template_dir: PathBuf,
+    /// Whether VMs start from templates; otherwise every VM boots.
+    pub vm_templates: bool,
     /// The VM cache; None: no cache, and none of an earlier daemon is looked for.
     pub vm_cache: Option<CacheOptions>,
 }
@@ -139,7 +141,8 @@ impl QemuDriver {
         }
         let cmdline = format!("{cmdline} {}", o.kernel_append).trim().to_string();
         let kernel_version = kernel_version(&o.kernel);
-        let templates = o.template_dir.map(template::Templates::new);
+        template::remove_half_made(&o.template_dir);
+        let templates = o.vm_templates.then(|| template::Templates::new(o.template_dir));
         let cache = o.vm_cache.map(cache::VmCache::new);
         Ok(QemuDriver {
             qemu: o.qemu,

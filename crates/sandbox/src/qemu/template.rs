@@ -33,6 +33,20 @@ pub struct Templates {
     making: Mutex<()>,
 }
 
+/// Removes the half-made templates in `dir` of a daemon that died while making them, and ends the QEMU that was
+/// making one. Whether this daemon uses templates or not: nothing else would end that QEMU.
+pub fn remove_half_made(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().contains(".tmp-") {
+            if let Some((pid, start)) = crate::recorded_process(&e.path()) {
+                kill_spawned(pid, start);
+                log::info!("VM templates: killed QEMU {pid}, which was making a template for an earlier daemon");
+            }
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A saved guest.
 pub struct Template {
     pub dir: PathBuf,
@@ -46,16 +60,6 @@ fn err(msg: impl Into<String>) -> SandboxError {
 
 impl Templates {
     pub fn new(dir: PathBuf) -> Templates {
-        // Half-made templates of a daemon that died while making them, and the QEMU that was making one.
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().contains(".tmp-") {
-                if let Some((pid, start)) = crate::recorded_process(&e.path()) {
-                    kill_spawned(pid, start);
-                    log::info!("VM templates: killed QEMU {pid}, which was making a template for an earlier daemon");
-                }
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
         Templates { dir, making: Mutex::new(()) }
     }
 
