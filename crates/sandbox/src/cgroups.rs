@@ -47,9 +47,18 @@ impl Cgroup {
         }
     }
 
-    /// Creates the cgroup with its limits.
+    /// Makes the cgroup and sets its limits; on failure, removes what it made.
     pub fn create(name: &str, l: Limits) -> Result<Cgroup, SandboxError> {
         let cg = Cgroup::named(name);
+        let made = cg.make(l);
+        if made.is_err() {
+            let _ = cg.remove();
+        }
+        made.map(|()| cg)
+    }
+
+    fn make(&self, l: Limits) -> Result<(), SandboxError> {
+        let cg = self;
         if cg.v2 {
             let parent = Path::new(ROOT).join("hyper");
             std::fs::create_dir_all(&parent).map_err(io_err(format!("creating {}", parent.display())))?;
@@ -82,7 +91,7 @@ impl Cgroup {
                 write(&f("pids.max"), &l.pids.to_string())?;
             }
         }
-        Ok(cg)
+        Ok(())
     }
 
     /// The files a new, single-threaded process writes `0` into to join the cgroup.

@@ -46,9 +46,16 @@ impl Driver for NsDriver {
         std::fs::create_dir_all(&cfg.dir).map_err(io_err(format!("creating {}", cfg.dir.display())))?;
         let _ = std::fs::remove_file(&socket);
         let t = std::time::Instant::now();
-        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display())))?;
+        // A failure before the agent's spawn leaves nothing but the directory to remove.
+        let undo = |e: SandboxError| {
+            if let Err(left) = crate::remove_unmounted_dir(&cfg.dir) {
+                log::warn!("{left}");
+            }
+            e
+        };
+        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display()))).map_err(undo)?;
         let limits = Limits { memory_bytes: u64::from(cfg.memory_mb) << 20, vcpu: cfg.vcpu, pids: 32768 };
-        let cgroup = Cgroup::create(&cfg.id, limits)?;
+        let cgroup = Cgroup::create(&cfg.id, limits).map_err(undo)?;
         let t_cg = t.elapsed();
         // The veth pair is built on another core while the agent is forked and exec'd into the namespace:
         // both are on the critical path of every pod start.
