@@ -156,6 +156,25 @@ pub fn many_cycles_leak_nothing(driver: &str) {
     assert!(!nat_rules().contains(&sb), "rules of {sb} leaked across a restart");
 }
 
+/// Two daemons on one host, each with its own root, bridge and subnet: the start of one leaves the other's port
+/// mappings alone. A starting daemon used to remove every pod chain that its own records did not name.
+#[test]
+fn a_starting_daemon_keeps_another_daemons_port_mappings() {
+    let a = Daemon::with_driver("ns", &[]);
+    a.ok(&["load", "-i", hyper_tests::fixtures_dir().join("nettools.tar").to_str().unwrap()]);
+    let (tcp, udp) = (free_port(), free_port());
+    let pf = echo_pod(&a, "echo", tcp, udp);
+    a.ok(&["run", "-d", &pf]);
+    let addr = format!("127.0.0.1:{tcp}");
+    assert!(wait_until(Duration::from_secs(20), || tcp_echo(&addr).is_ok()), "{:?}", tcp_echo(&addr));
+    let b = Daemon::with_driver("ns", &[]);
+    assert_ne!(a.bridge(), b.bridge());
+    assert_eq!(tcp_echo(&addr), Ok("ping over tcp\n".to_string()), "the first daemon's mapping, after the second started");
+    assert_eq!(udp_echo(&format!("127.0.0.1:{udp}")), Ok("ping over udp".to_string()));
+    a.ok(&["rm", "-f", "echo"]);
+    drop(b);
+}
+
 macro_rules! net_suite {
     ($driver:literal: $($name:ident),* $(,)?) => {
         $( #[test] fn $name() { super::$name($driver) } )*

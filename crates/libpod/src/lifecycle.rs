@@ -497,20 +497,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Ends a sandbox: its port mappings go first (no new traffic reaches it), its address last, once its link
+    /// is off the bridge. An address given to the next pod while the dying sandbox still answered on it (and on
+    /// its MAC, made from it) would split the pods' traffic; a mapping that could not be removed would send the
+    /// next holder of the address this one's connections. Either failure keeps the address until the daemon's
+    /// next start, which reconciles.
     async fn destroy_sandbox(&self, s: &SandboxState) {
+        let mut release = true;
         if let Some(n) = &self.network {
             if let Err(e) = n.clear_ports(&s.id) {
-                log::error!("sandbox {}: removing port mappings: {}", s.id, chain(&e));
-            }
-            if let Err(e) = n.release(&s.id) {
-                log::error!("sandbox {}: releasing its address: {}", s.id, chain(&e));
+                log::error!("sandbox {}: removing port mappings: {}; its address is kept", s.id, chain(&e));
+                release = false;
             }
         }
         let (driver, s2) = (self.driver.clone(), s.clone());
         match tokio::task::spawn_blocking(move || driver.destroy(&s2)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => log::error!("{}", chain(&e)),
-            Err(e) => log::error!("destroying sandbox {}: {e}", s.id),
+            Ok(Err(e)) => {
+                log::error!("{}; its address is kept", chain(&e));
+                release = false;
+            }
+            Err(e) => {
+                log::error!("destroying sandbox {}: {e}; its address is kept", s.id);
+                release = false;
+            }
+        }
+        if let Some(n) = self.network.as_ref().filter(|_| release) {
+            if let Err(e) = n.release(&s.id) {
+                log::error!("sandbox {}: releasing its address: {}", s.id, chain(&e));
+            }
         }
     }
 

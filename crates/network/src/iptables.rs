@@ -141,7 +141,7 @@ pub fn remove_sandbox_rules(owner: &str) -> Result<(), NetworkError> {
 }
 
 /// Unhooks and deletes a sandbox chain in both tables (no error if it is not there).
-pub fn remove_chain(chain: &str) -> Result<(), NetworkError> {
+fn remove_chain(chain: &str) -> Result<(), NetworkError> {
     for table in ["nat", "filter"] {
         if !ipt(&["-t", table, "-S", chain])? {
             continue;
@@ -151,15 +151,4 @@ pub fn remove_chain(chain: &str) -> Result<(), NetworkError> {
         ipt_ok(&["-t", table, "-X", chain])?;
     }
     Ok(())
-}
-
-/// Sandbox chains present in the nat table.
-pub fn sandbox_chains() -> Result<Vec<String>, NetworkError> {
-    let out = Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output().map_err(|e| NetworkError::Iptables(format!("running iptables: {e}")))?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("-N "))
-        .filter(|c| c.starts_with("HYPER-"))
-        .map(str::to_string)
-        .collect())
 }

@@ -329,7 +329,9 @@ impl Network {
         Ok(v)
     }
 
-    /// Drops addresses, mappings and rules of owners that are not in `live` (after a daemon restart).
+    /// Drops addresses, mappings and rules of owners that are not in `live` (after a daemon restart). Only what
+    /// this daemon recorded: a mapping is recorded before its rules and its rules are removed before its record,
+    /// so every chain of this daemon's has a record. Other daemons on the host keep theirs.
     pub fn reconcile(&self, live: &[String]) -> Result<(), NetworkError> {
         let owners: std::collections::BTreeSet<String> =
             self.allocations()?.into_iter().map(|(_, o)| o).chain(self.all_ports()?.into_iter().map(|(o, _)| o)).collect();
@@ -338,11 +340,6 @@ impl Network {
                 log::info!("network: releasing leftovers of sandbox {o}");
                 self.clear_ports(&o)?;
                 self.release(&o)?;
-            }
-        }
-        for chain in iptables::sandbox_chains()? {
-            if !live.iter().any(|o| iptables::chain_name(o) == chain) {
-                iptables::remove_chain(&chain)?;
             }
         }
         Ok(())
