@@ -175,6 +175,37 @@ fn a_starting_daemon_keeps_another_daemons_port_mappings() {
     drop(b);
 }
 
+/// Something on the pods' bridge that sends the host packets for 127.0.0.1 (a container with a raw socket can,
+/// and so can a VM's guest kernel) does not reach services the host binds to loopback only. Mapping the host's
+/// 127.0.0.1 into pods needs route_localnet on the bridge, which let such packets in (CVE-2020-8558 in
+/// Kubernetes). The host's own connections to pods through 127.0.0.1 still work (`port_mappings_and_pod_to_pod`).
+#[test]
+fn the_bridge_does_not_reach_the_hosts_loopback_services() {
+    let d = Daemon::with_driver("ns", &[]);
+    let n = d.net_id;
+    let (ns, host_if, pod_if) = (format!("hyevil{n}"), format!("hyev{n}"), format!("hyevp{n}"));
+    let gw = format!("{}.1", d.subnet_prefix());
+    let sh = |script: &str| Command::new("sh").args(["-c", script]).output().unwrap();
+    let made = sh(&format!("ip netns add {ns} && ip link add {host_if} type veth peer name {pod_if} netns {ns} && ip link set {host_if} master {} up", d.bridge()));
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let in_ns = |script: &str| Command::new("ip").args(["netns", "exec", &ns, "sh", "-c", script]).output().unwrap();
+    // A stand-in for a hostile pod: its loopback is down (no local 127/8 routes), 127.0.0.1 goes to the gateway.
+    let setup = in_ns(&format!(
+        "ip link set {pod_if} up && ip addr add {}.250/24 dev {pod_if} && sysctl -qw net.ipv4.conf.{pod_if}.route_localnet=1 && ip route add 127.0.0.1/32 via {gw} dev {pod_if}",
+        d.subnet_prefix()
+    ));
+    assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
+    let connects = |ip: &str, port: u16| in_ns(&format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' && echo connected")).stdout == b"connected\n";
+    let on_bridge = std::net::TcpListener::bind(format!("{gw}:0")).unwrap();
+    let loopback = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(connects(&gw, on_bridge.local_addr().unwrap().port()), "the path to the host works");
+    let reached = connects("127.0.0.1", loopback.local_addr().unwrap().port());
+    loopback.set_nonblocking(true).unwrap();
+    let accepted = loopback.accept().is_ok();
+    sh(&format!("ip netns del {ns}; ip link del {host_if} 2>/dev/null"));
+    assert!(!reached && !accepted, "a service bound to the host's 127.0.0.1 answered the bridge");
+}
+
 macro_rules! net_suite {
     ($driver:literal: $($name:ident),* $(,)?) => {
         $( #[test] fn $name() { super::$name($driver) } )*

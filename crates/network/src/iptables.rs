@@ -47,14 +47,24 @@ fn ipt_ok(args: &[&str]) -> Result<(), NetworkError> {
     }
 }
 
-/// Adds a rule unless it is there.
+/// Adds a rule at the end of `chain` unless it is there.
 fn ensure(table: &str, chain: &str, rule: &[&str]) -> Result<(), NetworkError> {
+    ensure_at(table, chain, rule, &["-A", chain])
+}
+
+/// Adds a rule at the head of `chain` (before whatever the host accepts there) unless it is there.
+fn ensure_first(table: &str, chain: &str, rule: &[&str]) -> Result<(), NetworkError> {
+    ensure_at(table, chain, rule, &["-I", chain, "1"])
+}
+
+fn ensure_at(table: &str, chain: &str, rule: &[&str], how: &[&str]) -> Result<(), NetworkError> {
     let mut check = vec!["-t", table, "-C", chain];
     check.extend_from_slice(rule);
     if ipt(&check)? {
         return Ok(());
     }
-    let mut add = vec!["-t", table, "-A", chain];
+    let mut add = vec!["-t", table];
+    add.extend_from_slice(how);
     add.extend_from_slice(rule);
     ipt_ok(&add)
 }
@@ -76,6 +86,14 @@ pub fn setup_base(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     ensure("nat", "PREROUTING", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", "HYPER"])?;
     ensure("nat", "OUTPUT", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", "HYPER"])?;
     ensure("nat", "POSTROUTING", &["-s", "127.0.0.0/8", "-o", &cfg.bridge, "-j", "MASQUERADE"])?;
+    // Mapping the host's 127.0.0.1 into pods needs route_localnet on the bridge, which also lets a pod send
+    // the host packets for 127/8 (a raw socket suffices) and reach services the host binds to loopback only
+    // (CVE-2020-8558 in Kubernetes). Only the replies of connections the host opened come in that way.
+    ensure_first(
+        "filter",
+        "INPUT",
+        &["-i", &cfg.bridge, "-d", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP"],
+    )?;
     ensure("filter", "FORWARD", &["-j", "HYPER"])?;
     ensure("filter", "FORWARD", &["-i", &cfg.bridge, "-j", "ACCEPT"])?;
     ensure("filter", "FORWARD", &["-o", &cfg.bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"])?;
