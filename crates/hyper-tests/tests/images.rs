@@ -418,6 +418,40 @@ fn save_is_readable_by_skopeo_and_loads_back_identically() {
     assert!(out.contains("Loaded image"), "{out}");
 }
 
+/// An image whose config lies about what one of its layers unpacks to is refused, and the layer's blob, which
+/// an installed image shares, stays: the refusal used to delete it, and the installed image could no longer be
+/// saved or pushed.
+#[test]
+fn a_layer_refused_for_another_image_stays_for_the_image_that_has_it() {
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut good = Layout::new(&dir.path().join("good"));
+    let m = good.image(&[(vec![Entry::file("hello", b"hello")], Compression::Gzip)], json!({}), "amd64");
+    good.tag(&m, "good:1");
+    d.ok(&["load", "-i", good.dir.to_str().unwrap()]);
+    let manifest: Value = serde_json::from_slice(&std::fs::read(good.dir.join("blobs/sha256").join(&m["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    let layer = manifest["layers"][0].clone();
+    let blob = layer["digest"].as_str().unwrap().to_string();
+
+    // The same layer blob, under a config that claims another uncompressed digest.
+    let mut evil = Layout::new(&dir.path().join("evil"));
+    evil.blob(&std::fs::read(good.dir.join("blobs/sha256").join(&blob[7..])).unwrap());
+    let lie = format!("sha256:{}", "0".repeat(64));
+    let cfg = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [lie]}})).unwrap();
+    let (cd, cn) = evil.blob(&cfg);
+    let mb = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": hyper_tests::image::descriptor("application/vnd.oci.image.config.v1+json", &cd, cn), "layers": [layer]})).unwrap();
+    let (md, mn) = evil.blob(&mb);
+    evil.tag(&hyper_tests::image::descriptor("application/vnd.oci.image.manifest.v1+json", &md, mn), "evil:1");
+    let err = d.fails(&["load", "-i", evil.dir.to_str().unwrap()]);
+    assert!(err.contains(&format!("but the image config says {lie}")), "{err}");
+
+    assert!(d.image_root().join("blobs/sha256").join(&blob[7..]).is_file(), "the shared layer's blob is kept");
+    let out = dir.path().join("good.tar");
+    d.ok(&["save", "-o", out.to_str().unwrap(), "good:1"]);
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+}
+
 #[test]
 fn malformed_archives_are_refused() {
     let d = Daemon::start(&[]);

@@ -23,18 +23,35 @@ use crate::unpack::{self, UnpackError};
 const CONCURRENT_LAYERS: usize = 4;
 
 impl ImageStore {
-    /// Pulls `reference` into the store; returns the stored image.
+    /// Pulls `reference` into the store; returns the stored image. A failed pull keeps nothing that no image
+    /// uses: the collection after it waits for the pulls under way, so what they share stays.
     pub async fn pull(
         &self,
         reference: &Reference,
         progress: ProgressSink,
     ) -> Result<ImageRecord, ImageError> {
-        let _g = self.gc_lock.read().await;
+        let pulled = {
+            let _g = self.gc_lock.read().await;
+            self.pull_sources(reference, &progress).await
+        };
+        if pulled.is_err() {
+            if let Err(e) = self.gc().await {
+                log::warn!("collecting what the failed pull of {reference} left: {}", chain(&e));
+            }
+        }
+        pulled
+    }
+
+    async fn pull_sources(
+        &self,
+        reference: &Reference,
+        progress: &ProgressSink,
+    ) -> Result<ImageRecord, ImageError> {
         let repos = self.client.pull_repos(reference);
         let mut mirror_errors = Vec::new();
         for repo in repos {
             progress.status(format!("pulling {} from {}", reference, repo.describe()));
-            match self.pull_from(&repo, reference, &progress).await {
+            match self.pull_from(&repo, reference, progress).await {
                 Ok(r) => return Ok(r),
                 Err(e) if repo.is_mirror() => {
                     log::warn!(
@@ -498,8 +515,9 @@ fn stream_unpack(
             return Err(e.into());
         }
         (_, Err(source)) => {
-            // The blob is authentic but its content is unacceptable: do not keep it either.
-            let _ = layout.remove_blob(digest);
+            // The blob is authentic but its content is unacceptable. It is not removed here: an installed
+            // image may have it (a snapshot of another diff id made from it), and a failed pull or load
+            // collects what no image uses.
             return Err(ImageError::Unpack {
                 layer: digest.clone(),
                 source,
@@ -519,8 +537,8 @@ fn finish_snapshot(
     dir: &std::path::Path,
 ) -> Result<u64, ImageError> {
     if &got != want {
+        // The blob stays (see above): the image that lies about it is not the only one that may have it.
         let _ = std::fs::remove_dir_all(dir);
-        let _ = layout.remove_blob(digest);
         return Err(ImageError::Layer {
             layer: digest.clone(),
             reason: format!("uncompressed content has digest {got} but the image config says {want}"),
