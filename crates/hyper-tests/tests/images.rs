@@ -452,6 +452,29 @@ fn a_layer_refused_for_another_image_stays_for_the_image_that_has_it() {
     assert!(std::fs::metadata(&out).unwrap().len() > 0);
 }
 
+/// Nothing under the daemon's root is reachable by the host's other users: an image's layers may hold a
+/// setuid-root program or a device node open to all, usable by anyone who could reach the file. The root used
+/// to be open to all for lookups (0711), and the layers' directories readable.
+#[test]
+fn the_store_is_closed_to_the_hosts_other_users() {
+    let d = Daemon::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Layout::new(&dir.path().join("oci"));
+    let m = l.image(&[(vec![Entry::file("bin/tool", b"#!/bin/sh\necho hi\n")], Compression::Gzip)], json!({}), "amd64");
+    l.tag(&m, "closed:1");
+    d.ok(&["load", "-i", l.dir.to_str().unwrap()]);
+    let inspect: Value = serde_json::from_str(&d.ok(&["inspect", "closed:1"])).unwrap();
+    let tool = snapshot(&d, inspect["layers"][0]["diff_id"].as_str().unwrap()).join("bin/tool");
+    assert!(tool.is_file(), "{}", tool.display());
+    // The test's own directory around the root is open, as /var/lib is.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (what, cmd) in [("list the snapshots", format!("ls {}", d.image_root().join("snapshots").display())), ("read a layer's file", format!("cat {}", tool.display()))] {
+        let out = Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", &cmd]).output().unwrap();
+        assert!(!out.status.success(), "another user could {what}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 #[test]
 fn malformed_archives_are_refused() {
     let d = Daemon::start(&[]);

@@ -26,7 +26,9 @@ impl Daemon {
     pub fn open(config: Config) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(&config.root)
             .with_context(|| format!("creating {}", config.root.display()))?;
-        std::fs::set_permissions(&config.root, std::fs::Permissions::from_mode(0o711))
+        // Root's only: images' layers and containers' writable layers hold whatever their authors put there,
+        // setuid-root programs and device nodes included, usable by anyone who could reach them on the host.
+        std::fs::set_permissions(&config.root, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("setting mode of {}", config.root.display()))?;
         let lock = lock_root(&config.root)?;
         let db_path = config.root.join("hyperd.redb");
