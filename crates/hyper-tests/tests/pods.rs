@@ -307,6 +307,63 @@ pub fn bad_podfiles(driver: &str) {
     assert_eq!(d.entries("pods").len(), 1);
 }
 
+/// Clients that stop reading hold back nothing but their own output: the pod's other containers go on logging,
+/// an attach that falls behind is cut off and told so, and a slow exec loses no byte and gets its exit code.
+/// The daemon used to wait for each client in the one task that carries all of a pod's output, so one stalled
+/// `hyper attach | less` stopped every log of the pod.
+pub fn stalled_clients_hold_up_nothing_else(driver: &str) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let d = Daemon::with_driver(driver, &[]);
+    let pf = d.podfile("slow.json", &json!({"id": "slow", "containers": [
+        {"name": "ticker", "image": "busybox", "command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]},
+        {"name": "flood", "image": "busybox", "command": ["sh", "-c", "while true; do head -c 1000000 /dev/zero | tr '\\0' f; sleep 0.2; done"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let mut attach = d.cmd(&["attach", "slow/flood"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let bytes = 8_000_000;
+    let script = format!("head -c {bytes} /dev/zero | tr '\\0' x; exit 7");
+    let mut exec = d.cmd(&["exec", "slow/flood", "sh", "-c", &script]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    // Neither is read: their pipes, sockets and queues fill up.
+    std::thread::sleep(Duration::from_secs(3));
+    let ticks = || d.ok(&["logs", "slow/ticker"]).lines().count();
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = ticks();
+    assert!(after >= before + 8, "the ticker's log while clients stall: {before} lines, 2 s later {after}");
+
+    let mut out = Vec::new();
+    exec.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert_eq!(out.len(), bytes, "the slow exec's whole output");
+    assert!(out.iter().all(|&b| b == b'x'));
+    assert_eq!(exec.wait().unwrap().code(), Some(7), "and its exit code");
+
+    // The attach: what it still gets, then the note that it was cut off.
+    let mut so = attach.stdout.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut so, &mut std::io::sink()));
+    let mut se = attach.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = se.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains("cut off") {
+                let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+                return;
+            }
+        }
+    });
+    let note = rx.recv_timeout(Duration::from_secs(30));
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert!(note.as_ref().is_ok_and(|n| n.contains("`hyper logs` has all of its output")), "{note:?}");
+    assert_eq!(state(&d, "slow"), "running");
+    d.ok(&["rm", "-f", "slow"]);
+}
+
 /// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
 /// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
 /// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
@@ -492,9 +549,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }

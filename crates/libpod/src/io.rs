@@ -17,6 +17,8 @@ use crate::{Engine, PodError, random_id};
 pub enum Chunk {
     Stdout(Bytes),
     Stderr(Bytes),
+    /// An attached client fell too far behind: its output stops here (the container's log has all of it).
+    Lagged,
 }
 
 /// Writes a process's input and resizes its terminal. Input is flow-controlled end to end: `write` waits while
@@ -129,7 +131,7 @@ impl Engine {
             if let Some(s) = stderr {
                 inner.routes.insert(s, Route::Exec { exec: id.clone(), stderr: true });
             }
-            inner.execs.insert(id.clone(), ExecRt { output: Some(otx), exit: Some(etx) });
+            inner.execs.insert(id.clone(), ExecRt { forward: crate::runtime::exec_forwarder(rt.agent.clone(), id.clone(), otx, etx) });
         }
         let acked = stdin_stream.map(|s| rt.add_input(s));
         let process = ProcessConfig {

@@ -33,10 +33,53 @@ pub(crate) struct ContainerRt {
     pub stdin: Option<u32>,
 }
 
+/// An exec'd process's way to its client, through its forwarder (see [`exec_forwarder`]).
 #[derive(Debug)]
 pub(crate) struct ExecRt {
-    pub output: Option<mpsc::Sender<Chunk>>,
-    pub exit: Option<oneshot::Sender<i32>>,
+    pub forward: mpsc::UnboundedSender<ExecMsg>,
+}
+
+#[derive(Debug)]
+pub(crate) enum ExecMsg {
+    /// Output, and the stream offset to acknowledge once the client has it.
+    Data { chunk: Chunk, stream: u32, end: u64 },
+    /// The exit code, after the output; `remove`: tell the agent to forget the exec once it is delivered.
+    Exit { code: i32, remove: bool },
+}
+
+/// Carries one exec's output to its client, in order, and acknowledges each piece to the agent only once the
+/// client has taken it: a client that reads slowly holds back its own exec (the agent sends a stream at most a
+/// window ahead of its acknowledgements) and nothing else of the pod. The exit code follows the output.
+pub(crate) fn exec_forwarder(
+    agent: crate::agent::AgentClient,
+    id: String,
+    out: mpsc::Sender<Chunk>,
+    exit: oneshot::Sender<i32>,
+) -> mpsc::UnboundedSender<ExecMsg> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut out = Some(out);
+        while let Some(m) = rx.recv().await {
+            match m {
+                ExecMsg::Data { chunk, stream, end } => {
+                    if let Some(o) = &out {
+                        if o.send(chunk).await.is_err() {
+                            out = None; // the client went away: the rest is acknowledged and dropped
+                        }
+                    }
+                    agent.send_ack(stream, end);
+                }
+                ExecMsg::Exit { code, remove } => {
+                    let _ = exit.send(code);
+                    if remove {
+                        let _ = agent.call(agent_proto::Request::RemoveExec { id }).await;
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    tx
 }
 
 #[derive(Debug, Default)]
@@ -153,27 +196,36 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                             Source::Stdout => Chunk::Stdout(Bytes::copy_from_slice(fresh)),
                             Source::Stderr => Chunk::Stderr(Bytes::copy_from_slice(fresh)),
                         };
-                        let mut gone = false;
-                        for s in &subs {
-                            gone |= s.send(chunk.clone()).await.is_err();
+                        // Attached clients get a copy (the log has it all). One that falls 64 pieces behind is
+                        // cut off, told so once it catches up, rather than hold up every stream of the pod.
+                        let mut drop_them = Vec::new();
+                        for (i, s) in subs.iter().enumerate() {
+                            match s.try_send(chunk.clone()) {
+                                Ok(()) => {}
+                                Err(mpsc::error::TrySendError::Closed(_)) => drop_them.push(i),
+                                Err(mpsc::error::TrySendError::Full(_)) => {
+                                    drop_them.push(i);
+                                    log::warn!("pod {}: an attached client of container {container} reads too slowly: its output is cut off", rt.pod_id());
+                                    let s = s.clone();
+                                    tokio::spawn(async move {
+                                        let _ = s.send(Chunk::Lagged).await;
+                                    });
+                                }
+                            }
                         }
-                        if gone {
+                        if !drop_them.is_empty() {
                             if let Some(c) = rt.lock().containers.get_mut(&container) {
-                                c.subscribers.retain(|s| !s.is_closed());
+                                c.subscribers.retain(|s| !drop_them.iter().any(|&i| subs[i].same_channel(s)));
                             }
                         }
                     }
                     Route::Exec { exec, stderr } => {
-                        let out = rt.lock().execs.get(&exec).and_then(|e| e.output.clone());
-                        if let Some(out) = out {
-                            let chunk = if stderr { Chunk::Stderr(Bytes::from(data)) } else { Chunk::Stdout(Bytes::from(data)) };
-                            if out.send(chunk).await.is_err() {
-                                if let Some(e) = rt.lock().execs.get_mut(&exec) {
-                                    e.output = None;
-                                }
-                            }
+                        let chunk = if stderr { Chunk::Stderr(Bytes::from(data)) } else { Chunk::Stdout(Bytes::from(data)) };
+                        let forward = rt.lock().execs.get(&exec).map(|e| e.forward.clone());
+                        // Acknowledged by the exec's forwarder once its client has it.
+                        if forward.is_none_or(|f| f.send(ExecMsg::Data { chunk, stream, end }).is_err()) {
+                            rt.agent.send_ack(stream, end);
                         }
-                        rt.agent.send_ack(stream, end);
                     }
                     Route::Discard => rt.agent.send_ack(stream, end),
                 }
@@ -205,16 +257,14 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                 }
             }
             Inbound::Event(Event::Exited { id, exec: true, status, .. }) => {
+                // After the output queued before it; the forwarder then has the agent forget the exec.
                 let e = rt.lock().execs.remove(&id);
-                if let Some(mut e) = e {
-                    if let Some(x) = e.exit.take() {
-                        let _ = x.send(status.code);
-                    }
+                if e.is_none_or(|e| e.forward.send(ExecMsg::Exit { code: status.code, remove: true }).is_err()) {
+                    let agent = rt.agent.clone();
+                    tokio::spawn(async move {
+                        let _ = agent.call(agent_proto::Request::RemoveExec { id }).await;
+                    });
                 }
-                let agent = rt.agent.clone();
-                tokio::spawn(async move {
-                    let _ = agent.call(agent_proto::Request::RemoveExec { id }).await;
-                });
             }
             Inbound::Event(Event::Restarted { id, pid, restarts }) => {
                 engine.container_restarted(&rt, &id, pid, restarts).await;
@@ -236,9 +286,7 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                     }
                 }
                 for (_, e) in inner.execs.drain() {
-                    if let Some(x) = e.exit {
-                        let _ = x.send(137);
-                    }
+                    let _ = e.forward.send(ExecMsg::Exit { code: 137, remove: false });
                 }
                 return;
             }

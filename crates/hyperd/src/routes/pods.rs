@@ -193,6 +193,7 @@ pub async fn logs(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
             let (kind, data) = match chunk {
                 Chunk::Stdout(b) => (st::STDOUT, b),
                 Chunk::Stderr(b) => (st::STDERR, b),
+                Chunk::Lagged => continue, // a log reader takes what the log holds, at its own pace
             };
             let payload = match ts {
                 Some(t) => [t.as_bytes(), b" ", &data].concat(),
@@ -299,11 +300,7 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
             biased;
             chunk = s.output.recv() => match chunk {
                 Some(c) => {
-                    let f = match c {
-                        Chunk::Stdout(b) => st::encode(st::STDOUT, &b),
-                        Chunk::Stderr(b) => st::encode(st::STDERR, &b),
-                    };
-                    if wr.write_all(&f).await.is_err() {
+                    if wr.write_all(&session_frame(c)).await.is_err() {
                         reader.abort();
                         return;
                     }
@@ -313,11 +310,7 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
             code = &mut s.exit => {
                 // Output that arrived before the exit is still queued: send it first.
                 while let Ok(c) = s.output.try_recv() {
-                    let f = match c {
-                        Chunk::Stdout(b) => st::encode(st::STDOUT, &b),
-                        Chunk::Stderr(b) => st::encode(st::STDERR, &b),
-                    };
-                    if wr.write_all(&f).await.is_err() {
+                    if wr.write_all(&session_frame(c)).await.is_err() {
                         break;
                     }
                 }
@@ -332,6 +325,18 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
     let _ = wr.write_all(&frame).await;
     let _ = wr.shutdown().await;
     reader.abort();
+}
+
+/// A session's frame for a piece of output.
+fn session_frame(c: Chunk) -> Vec<u8> {
+    match c {
+        Chunk::Stdout(b) => st::encode(st::STDOUT, &b),
+        Chunk::Stderr(b) => st::encode(st::STDERR, &b),
+        Chunk::Lagged => st::encode(
+            st::STDERR,
+            b"\r\nhyper: this client fell behind the container's output and is cut off from it; the container runs on, and `hyper logs` has all of its output\r\n",
+        ),
+    }
 }
 
 fn wire_ports(ports: &[network::PortMapping]) -> Vec<api::PortMapping> {

@@ -160,8 +160,8 @@ pub struct Agent {
     ever_connected: bool,
 }
 
-/// Output not yet drained this long after a process exits no longer delays its exit event (a background child
-/// may hold the pipe open forever).
+/// A pipe still open this long after its process exits no longer delays the exit event (a background child may
+/// hold it open forever).
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Connection output beyond which stream data waits.
 const CONN_HIGH_WATER: usize = 4 << 20;
@@ -506,7 +506,11 @@ impl Agent {
                 let drained = p.outputs().all(|s| {
                     self.outs.get(&s).is_none_or(|o| o.fd.is_none() && o.all_sent())
                 });
-                if drained || now >= at + EXIT_GRACE {
+                // A pipe another process holds open (a background child) may never end: the grace time bounds
+                // the wait for it. Output held back only until the host acknowledges it (the host does as its
+                // client reads) goes first: the exit event must not overtake it.
+                let held_open = p.outputs().any(|s| self.outs.get(&s).is_some_and(|o| o.fd.is_some()));
+                if drained || (held_open && now >= at + EXIT_GRACE) {
                     p.event_sent = true;
                     events.push(Event::Exited { id: id.clone(), exec, pid: p.pid, status });
                 }
