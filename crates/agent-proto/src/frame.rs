@@ -114,6 +114,16 @@ impl Decoder {
         self.buf.len() - self.pos
     }
 
+    /// Skips the undecoded bytes before the first whole control frame of `kind` that `accept`s and begins after
+    /// them: what is left of a frame a dead host cut off, when a new host's first frame follows. Returns how
+    /// many bytes were skipped, None (nothing skipped) without such a frame.
+    pub fn skip_to_control_frame(&mut self, kind: FrameKind, accept: impl Fn(&[u8]) -> bool) -> Option<usize> {
+        let rest = self.buf.get(self.pos + 1..)?;
+        let at = find_control_frame(rest, kind, accept)? + 1;
+        self.pos += at;
+        Some(at)
+    }
+
     /// The next whole frame, `Ok(None)` if more bytes are needed. After an error the stream is unusable.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let b = &self.buf[self.pos..];
@@ -319,5 +329,30 @@ mod tests {
             d.feed(&buf);
             while let Ok(Some(_)) = d.next_frame() {}
         }
+    }
+
+    #[test]
+    fn a_new_hosts_first_frame_is_found_after_a_frame_its_predecessor_cut_off() {
+        let hello = br#"{"id":1,"request":{"hello":{}}}"#;
+        let mut old = Vec::new();
+        encode_data(&mut old, 7, 0, &[b'x'; 5000]);
+        let mut new = Vec::new();
+        encode(&mut new, FrameKind::Request, hello);
+        let is_hello = |p: &[u8]| p == hello;
+        // Cut within the old frame's payload, far enough from its end that the new frame does not complete it (a
+        // cut within its header, or one the new bytes complete, makes what follows an error instead).
+        for cut in [HEADER_LEN, HEADER_LEN + 9, 2000, old.len() - new.len() - 1] {
+            let mut d = Decoder::new();
+            d.feed(&old[..cut]);
+            d.feed(&new);
+            assert_eq!(d.next_frame(), Ok(None), "cut at {cut}: the old frame swallows the new one");
+            assert_eq!(d.skip_to_control_frame(FrameKind::Request, is_hello), Some(cut), "cut at {cut}");
+            assert_eq!(d.next_frame(), Ok(Some(Frame::Request(hello.to_vec()))));
+        }
+        // A whole frame first: nothing to skip, it decodes.
+        let mut d = Decoder::new();
+        d.feed(&new);
+        assert_eq!(d.skip_to_control_frame(FrameKind::Request, is_hello), None);
+        assert_eq!(d.next_frame(), Ok(Some(Frame::Request(hello.to_vec()))));
     }
 }

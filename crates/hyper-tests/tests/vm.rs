@@ -142,6 +142,31 @@ fn a_start_whose_client_goes_away_still_completes() {
     assert!(d.entries("sandboxes").is_empty(), "{:?}", d.entries("sandboxes"));
 }
 
+/// hyperd killed in the middle of a frame to a VM's agent (a stdin write, say): the next hyperd takes the pod up
+/// again. The guest's end of the port outlives the host's connection, and the agent took the new host's hellos
+/// for the rest of the cut frame, so the recovery never got an answer and the running pod was failed.
+#[test]
+fn a_frame_cut_by_a_dying_daemon_does_not_swallow_the_next_ones_hello() {
+    use std::io::Write;
+    let mut d = Daemon::with_driver("qemu", &[]);
+    let pf = d.podfile("c.json", &json!({"id": "cut", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let sb = d.inspect("cut")["sandbox"]["id"].as_str().unwrap().to_string();
+    d.kill();
+    // What a daemon killed mid-write leaves in the port: the start of a 1 MiB data frame.
+    let mut frame = Vec::new();
+    agent_proto::encode_data(&mut frame, 9, 0, &vec![b'x'; 1 << 20]);
+    let mut port = std::os::unix::net::UnixStream::connect(d.root.join("sandboxes").join(&sb).join("agent.sock")).unwrap();
+    port.write_all(&frame[..4096]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(port);
+    d.restart();
+    assert_eq!(d.inspect("cut")["state"], "running", "{}", d.log());
+    assert_eq!(d.sh("cut", "echo resumed").trim(), "resumed");
+    assert!(d.log().contains("resumed"), "{}", d.log());
+    d.ok(&["rm", "-f", "cut"]);
+}
+
 /// hyperd restarted with the other driver while a pod runs in a sandbox of the first: it refuses to start and says
 /// why, and the pod runs on; back on its own driver, the daemon takes the pod up again. The qemu driver used to
 /// take the ns pod over, and its stop killed the agent only: pod-init and the containers lived on.

@@ -45,6 +45,9 @@ struct Conn {
     /// A virtio port that read EOF: no host is connected (or not yet known to be). It is not polled (it would
     /// report POLLHUP at once, again and again) until SIGIO or the retry delay says to look again.
     idle: bool,
+    /// The port read EOF since the last frame decoded: a host may have died in the middle of a frame, and a new
+    /// host's hello may sit behind the rest of it.
+    host_may_have_changed: bool,
 }
 
 impl Conn {
@@ -323,7 +326,7 @@ impl Agent {
     /// A new daemon connection replaces the old one; every unacknowledged byte will be sent again.
     fn connected(&mut self, fd: OwnedFd) {
         crate::vm::trace("connected");
-        self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0, idle: false });
+        self.conn = Some(Conn { fd, dec: Decoder::new(), out: Vec::new(), out_pos: 0, idle: false, host_may_have_changed: false });
         self.rewind();
     }
 
@@ -362,6 +365,7 @@ impl Agent {
                 Ok(0) if matches!(self.opts.transport, Transport::Port(_)) => {
                     let _ = sys::set_async(c.fd.as_raw_fd(), true);
                     c.idle = true;
+                    c.host_may_have_changed = true;
                     break;
                 }
                 Ok(0) => {
@@ -380,7 +384,20 @@ impl Agent {
         loop {
             let Some(c) = &mut self.conn else { return };
             match c.dec.next_frame() {
-                Ok(Some(f)) => self.frame(f),
+                Ok(Some(f)) => {
+                    c.host_may_have_changed = false;
+                    self.frame(f)
+                }
+                Ok(None) if c.host_may_have_changed && c.dec.pending() > 0 => {
+                    // A frame that does not end, after a host went away: if a new host's hello follows, what
+                    // comes before it is the rest of a frame the dead host cut off (its new hellos would
+                    // otherwise be taken for that frame's bytes, and fed to a container's stdin).
+                    let is_hello = |p: &[u8]| serde_json::from_slice::<RequestEnvelope>(p).is_ok_and(|e| matches!(e.request, Request::Hello { .. }));
+                    match c.dec.skip_to_control_frame(FrameKind::Request, is_hello) {
+                        Some(n) => eprintln!("hyperstart: skipped {n} bytes of a frame the previous host left unfinished"),
+                        None => break,
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     eprintln!("hyperstart: protocol error, dropping the connection: {e}");
