@@ -364,6 +364,36 @@ pub fn stalled_clients_hold_up_nothing_else(driver: &str) {
     d.ok(&["rm", "-f", "slow"]);
 }
 
+/// `replace` ends every process of the old pod, even ones that fork all the time: one pass over the pod's
+/// processes missed the children forked while it went through them, and those ran on in the new pod.
+pub fn replace_leaves_no_process_of_the_old_pod(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let pod = |name: &str, forks: bool| {
+        let command = if forks {
+            json!(["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do (while true; do sleep 1000 & kill $! 2>/dev/null; done) & done; wait"])
+        } else {
+            json!(["sleep", "100002"])
+        };
+        d.podfile(&format!("{name}.json"), &json!({"id": name, "containers": [{"name": "c", "image": "busybox", "command": command}]}))
+    };
+    let replace = |old: &str, new: &str, forks: bool| {
+        d.ok(&["create", "-p", &pod(new, forks)]);
+        d.ok(&["replace", "-o", old, "-n", new]);
+        d.ok(&["rm", old]);
+    };
+    d.ok(&["run", "-d", &pod("f0", true)]);
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(1000));
+        let (forker, calm) = (format!("f{i}"), format!("c{i}"));
+        replace(&forker, &calm, false);
+        let ps = d.sh(&calm, "ps -o args");
+        let others: Vec<&str> = ps.lines().skip(1).filter(|l| !l.contains("pod-init") && !l.starts_with("sleep 100002") && !l.contains("ps -o args")).collect();
+        assert!(others.is_empty(), "round {i}: processes of the replaced pod run on in the new one: {others:?}");
+        replace(&calm, &format!("f{}", i + 1), true);
+    }
+    d.ok(&["rm", "-f", "f3"]);
+}
+
 /// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
 /// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
 /// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
@@ -549,9 +579,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }

@@ -314,6 +314,13 @@ pub fn ns_id(pid: i32, ns: &str) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
+/// Whether a process has ended (a zombie waiting for its parent, or gone).
+pub fn has_ended(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    // The command name may hold spaces and parentheses: the state follows the last ')'.
+    stat.rsplit_once(')').is_none_or(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X') | None))
+}
+
 /// Pids of every process this agent can see.
 pub fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")

@@ -640,12 +640,24 @@ impl Agent {
     }
 
     /// SIGKILLs every process of the pod except pod-init.
+    /// SIGKILLs every process of the pod but pod-init, pass after pass until none is left: a process that forked
+    /// while a pass went through the list has a child the list did not have (a process with SIGKILL pending
+    /// forks no more). Bounded: a process stuck in the kernel may take long to die.
     fn kill_pod_processes(&mut self) {
         let Some(pod) = &self.pod else { return };
-        for pid in sys::all_pids() {
-            if pid != pod.init_pid && sys::ns_id(pid, "pid").as_deref() == Some(pod.pidns.as_str()) {
-                let _ = sys::kill(pid, libc::SIGKILL);
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            let mut left = 0;
+            for pid in sys::all_pids() {
+                if pid != pod.init_pid && sys::ns_id(pid, "pid").as_deref() == Some(pod.pidns.as_str()) && !sys::has_ended(pid) {
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                    left += 1;
+                }
             }
+            if left == 0 || Instant::now() >= end {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
