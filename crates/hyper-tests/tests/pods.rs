@@ -394,6 +394,24 @@ pub fn replace_leaves_no_process_of_the_old_pod(driver: &str) {
     d.ok(&["rm", "-f", "f3"]);
 }
 
+/// A container that prints a lot and ends while hyperd is down: the next hyperd writes all of its output to the
+/// log before the pod finishes. The pod used to finish as soon as the exit was known, and the agent went down
+/// with the output it still held (all but about one window of it).
+pub fn output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged(driver: &str) {
+    let mut d = Daemon::with_driver(driver, &[]);
+    let pf = d.podfile("late.json", &json!({"id": "late", "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c",
+        "sleep 2; head -c 800000 /dev/zero | tr '\\0' a; echo; echo END"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    d.kill();
+    std::thread::sleep(Duration::from_secs(6));
+    d.restart();
+    assert!(wait_until(Duration::from_secs(30), || state(&d, "late") == "created"), "the pod finishes: {}", state(&d, "late"));
+    let log = d.ok(&["logs", "late"]);
+    assert_eq!(log.len(), 800_000 + "\nEND\n".len(), "the whole output is logged");
+    assert!(log.ends_with("a\nEND\n"));
+    d.ok(&["rm", "late"]);
+}
+
 /// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
 /// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
 /// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
@@ -579,9 +597,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }

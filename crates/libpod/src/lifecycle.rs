@@ -873,6 +873,7 @@ impl Engine {
             .unwrap_or(0);
         let rt = Arc::new(Runtime::new(&rec.id, sb.clone(), client, max_stream + 1));
         let mut positions = Vec::new();
+        // Containers the agent no longer knows: gone, with whatever they printed.
         let mut exited = Vec::new();
         for c in &rec.containers {
             let Some(p) = state.containers.iter().find(|p| p.id == c.id) else {
@@ -897,9 +898,9 @@ impl Engine {
             if let Some(s) = p.stdin {
                 rt.add_input(s);
             }
-            if let Some(x) = p.exit {
-                exited.push((c.id.clone(), x.code));
-            }
+            // A container that ended while no daemon listened: the agent reports its exit again once the
+            // output it still holds has been sent (the hello rewound its events), and that is when the pod may
+            // finish. Finishing now would end the agent before the rest of that output reached the log.
         }
         // Execs started by clients of the previous daemon: their output has nobody to go to.
         for e in &state.execs {
