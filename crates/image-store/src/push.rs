@@ -15,6 +15,9 @@ impl ImageStore {
     /// Returns the manifest digest.
     pub async fn push(&self, name: &str, progress: ProgressSink) -> Result<Digest, ImageError> {
         let reference: Reference = name.parse()?;
+        // No collection while the image's blobs are read and its record written back: one in between would
+        // remove blobs under the upload, or leave the record written back without them.
+        let _g = self.gc_lock.read().await;
         let record = self.resolve(name)?;
         let repo = self.client.push_repo(&reference);
         progress.status(format!("pushing {} to {}", reference, repo.describe()));

@@ -404,11 +404,19 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Records that `holder` uses these images: they, their blobs and snapshots stay until released.
+    /// Records that `holder` uses these images: they, their blobs and snapshots stay until released. Refused
+    /// for an image that is gone (removed, or collected, since the holder looked it up): a collection decides
+    /// and removes records in one transaction, as this one checks and leases.
     pub fn lease(&self, holder: &str, images: &[Digest]) -> Result<(), ImageError> {
         let ids: Vec<String> = images.iter().map(|d| d.to_string()).collect();
         let txn = self.db.begin_write().map_err(ImageError::db)?;
         {
+            let records = txn.open_table(IMAGES).map_err(ImageError::db)?;
+            for id in &ids {
+                if records.get(id.as_str()).map_err(ImageError::db)?.is_none() {
+                    return Err(ImageError::NotFound(format!("{id} (removed while it was being put to use)")));
+                }
+            }
             let mut t = txn.open_table(LEASES).map_err(ImageError::db)?;
             t.insert(
                 holder,
@@ -484,5 +492,22 @@ impl ImageStore {
         .await
         .expect("gc task does not panic")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_image_that_is_gone_cannot_be_leased() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(redb::Database::create(dir.path().join("db")).unwrap());
+        let creds = Arc::new(crate::registry::auth::CredentialStore::new(&dir.path().join("auth.json")));
+        let store = ImageStore::open(&dir.path().join("image"), db, RegistryClient::new(Default::default(), creds)).unwrap();
+        let gone: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let e = store.lease("pod:x", &[gone.clone()]).unwrap_err();
+        assert!(e.to_string().contains(&format!("no such image: {gone} (removed")), "{e}");
+        store.lease("pod:y", &[]).unwrap();
     }
 }
