@@ -279,7 +279,14 @@ impl Network {
         let mut union = mine.clone();
         union.extend(maps.iter().cloned());
         self.write_ports(owner, &union)?;
-        iptables::set_sandbox_rules(&self.cfg, owner, address, maps)?;
+        if let Err(e) = iptables::set_sandbox_rules(&self.cfg, owner, address, maps) {
+            // Back to the mappings that were: the union would hold the new host ports against other pods
+            // with no rule behind them.
+            if iptables::set_sandbox_rules(&self.cfg, owner, address, &mine).is_ok() {
+                self.write_ports(owner, &mine)?;
+            }
+            return Err(e);
+        }
         self.write_ports(owner, maps)
     }
 
