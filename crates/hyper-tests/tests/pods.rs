@@ -412,6 +412,24 @@ pub fn output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged(
     d.ok(&["rm", "late"]);
 }
 
+/// A container that makes its /etc/passwd a FIFO (or a link to /dev/zero) does not wedge the agent: an exec
+/// that looks a user up there gets on without it. The lookup used to block on the FIFO, and the agent, which
+/// waits for it, served nobody in the pod for two minutes per exec.
+pub fn a_hostile_passwd_file_holds_up_no_exec(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    d.ok(&["run", "-d", "--name", "fifo", "busybox", "sleep", "100000"]);
+    // A VM's 9p share makes no FIFO: a link to /dev/zero stands in there.
+    d.sh("fifo", "rm /etc/passwd /etc/group && { mkfifo /etc/passwd 2>/dev/null || ln -s /dev/zero /etc/passwd; } && ln -s /dev/zero /etc/group");
+    let out = d.cmd(&["exec", "fifo", "echo", "served"]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(out.wait_with_output());
+    });
+    let served = rx.recv_timeout(Duration::from_secs(30));
+    assert!(served.as_ref().is_ok_and(|o| o.as_ref().is_ok_and(|o| o.stdout == b"served\n")), "the exec, within 30 s: {served:?}");
+    d.ok(&["rm", "-f", "fifo"]);
+}
+
 /// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
 /// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
 /// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
@@ -597,9 +615,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
