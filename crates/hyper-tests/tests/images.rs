@@ -475,6 +475,30 @@ fn the_store_is_closed_to_the_hosts_other_users() {
     }
 }
 
+/// A lease left by a pod that does not exist (hyperd killed between a create's lease and its record, or between
+/// an rm's removal of the record and its release) is released when hyperd starts again: the images it held are
+/// collected once nothing else names them. They used to stay for good.
+#[test]
+fn a_lease_of_a_pod_that_does_not_exist_is_released_at_start() {
+    let mut d = Daemon::start(&[]);
+    busybox(&d);
+    let id: String = d.json(&["images"])[0]["id"].as_str().unwrap().to_string();
+    let inspect: Value = serde_json::from_str(&d.ok(&["inspect", "busybox"])).unwrap();
+    let snap = snapshot(&d, inspect["layers"][0]["diff_id"].as_str().unwrap());
+    d.kill();
+    {
+        let db = std::sync::Arc::new(redb::Database::open(d.root.join("hyperd.redb")).unwrap());
+        let creds = std::sync::Arc::new(image_store::CredentialStore::new(&d.root.join("auth.json")));
+        let store = image_store::ImageStore::open(&d.image_root(), db, image_store::RegistryClient::new(Default::default(), creds)).unwrap();
+        store.lease("pod:pod-ghostghost", &[id.parse().unwrap()]).unwrap();
+    }
+    d.restart();
+    assert!(d.log().contains("releasing the lease of pod:pod-ghostghost"), "{}", d.log());
+    d.ok(&["rmi", "busybox"]);
+    assert!(!snap.exists(), "the image nothing holds any more is collected");
+    assert_store_empty(&d);
+}
+
 #[test]
 fn malformed_archives_are_refused() {
     let d = Daemon::start(&[]);

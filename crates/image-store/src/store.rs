@@ -427,6 +427,17 @@ impl ImageStore {
         txn.commit().map_err(ImageError::db)
     }
 
+    /// Who holds leases.
+    pub fn lease_holders(&self) -> Result<Vec<String>, ImageError> {
+        let txn = self.db.begin_read().map_err(ImageError::db)?;
+        let t = txn.open_table(LEASES).map_err(ImageError::db)?;
+        let mut v = Vec::new();
+        for item in t.iter().map_err(ImageError::db)? {
+            v.push(item.map_err(ImageError::db)?.0.value().to_string());
+        }
+        Ok(v)
+    }
+
     /// Drops a lease; images nobody names or holds any more are removed.
     pub async fn release(&self, holder: &str) -> Result<(), ImageError> {
         let txn = self.db.begin_write().map_err(ImageError::db)?;

@@ -777,6 +777,7 @@ impl Engine {
             )));
         }
         self.recover_pods().await;
+        self.release_orphan_leases().await;
         // The sandboxes of the pods that run on: every other one is gone, or goes now.
         let live: Vec<String> = self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
         self.remove_unrecorded_sandboxes(&live).await;
@@ -787,6 +788,21 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Releases the image leases of pods that do not exist: a daemon killed between a pod's lease and its record
+    /// (a create), or between its record's removal and its release (an rm), left them, and the images they hold
+    /// would never be collected.
+    async fn release_orphan_leases(&self) {
+        let pods: std::collections::HashSet<String> = self.store.all().unwrap_or_default().into_iter().map(|p| format!("pod:{}", p.id)).collect();
+        for holder in self.images.lease_holders().unwrap_or_default() {
+            if holder.starts_with("pod:") && !pods.contains(&holder) {
+                log::info!("images: releasing the lease of {holder}, which no longer exists");
+                if let Err(e) = self.images.release(&holder).await {
+                    log::warn!("images: releasing {holder}: {}", chain(&e));
+                }
+            }
+        }
     }
 
     /// Removes the sandboxes no pod's record names (`live` are those it names): hyperd was killed after it
