@@ -75,7 +75,26 @@ pub async fn session(c: &Client, method: Method, path: &str, stdin: bool, tty: b
     }
     let up = hyper::upgrade::on(resp).await?;
     let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
-    let _raw = if tty { Some(RawMode::enable()) } else { None };
+    // Raw only when keystrokes go to the process's terminal, which makes the signals of ^C and co there.
+    // Without input they would go nowhere: the local terminal keeps its signals, and ^C ends this client.
+    let raw = (tty && stdin).then(RawMode::enable);
+    if let Some(saved) = raw.as_ref().and_then(|r| r.saved) {
+        // Killed, hung up or interrupted from outside: the terminal is given back as it was, then we go.
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            let sig = tokio::select! {
+                _ = term.recv() => libc::SIGTERM,
+                _ = hup.recv() => libc::SIGHUP,
+                _ = int.recv() => libc::SIGINT,
+            };
+            // SAFETY: restores the attributes saved from the same fd.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+            std::process::exit(128 + sig);
+        });
+    }
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     if tty {

@@ -72,6 +72,34 @@ impl Pty {
         unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
 
+    /// The client's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether the terminal is in raw mode (no line editing, no signals from ^C and co).
+    pub fn is_raw(&self) -> bool {
+        // SAFETY: termios is a plain C struct; tcgetattr on the master reads the terminal's attributes.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer, our own descriptor.
+        assert_eq!(unsafe { libc::tcgetattr(self.master.as_raw_fd(), &mut t) }, 0, "tcgetattr");
+        t.c_lflag & (libc::ICANON | libc::ISIG) == 0
+    }
+
+    /// Waits for hyper to end; returns how.
+    pub fn status(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(Instant::now() < end, "hyper did not exit");
+            let mut buf = [0u8; 4096];
+            let _ = self.master.read(&mut buf);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for hyper to exit; returns its exit code.
     pub fn wait(&mut self) -> i32 {
         let end = Instant::now() + Duration::from_secs(30);

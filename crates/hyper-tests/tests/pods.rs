@@ -430,6 +430,45 @@ pub fn a_hostile_passwd_file_holds_up_no_exec(driver: &str) {
     d.ok(&["rm", "-f", "fifo"]);
 }
 
+/// Client sessions behave as a terminal user expects: `run -i` without `-t` gives the container its input;
+/// `exec -t` without `-i` leaves ^C to the local terminal (it was raw, and ^C reached nothing); a client
+/// killed while its terminal is raw gives the terminal back; an exec's input ends when its client goes away
+/// (a shell left by a closed terminal used to wait for input forever).
+pub fn client_sessions_behave_like_a_terminal(driver: &str) {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let d = Daemon::with_driver(driver, &[]);
+    let mut run = d.cmd(&["run", "-i", "--rm", "busybox", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    run.stdin.take().unwrap().write_all(b"from stdin\n").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(0), "from stdin\n".to_string()), "run -i without -t");
+
+    d.ok(&["run", "-d", "--name", "term", "busybox", "sleep", "100000"]);
+    let mut t = hyper_tests::pty::Pty::spawn(&d, &["exec", "-t", "term", "sleep", "1000"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!t.is_raw(), "exec -t without -i leaves the terminal as it is");
+    t.send("\x03");
+    assert_eq!(t.status().signal(), Some(libc::SIGINT), "^C ends the client");
+
+    let mut t = hyper_tests::pty::Pty::spawn(&d, &["exec", "-t", "-i", "term", "sleep", "1000"]);
+    assert!(wait_until(Duration::from_secs(10), || t.is_raw()), "exec -t -i: the terminal is raw");
+    // SAFETY: kill has no memory arguments; the pid is our own child's.
+    unsafe { libc::kill(t.pid(), libc::SIGTERM) };
+    t.status();
+    assert!(!t.is_raw(), "a client killed with SIGTERM gives the terminal back");
+
+    let mut exec = d.cmd(&["exec", "-i", "term", "sh", "-c", "cat >/dev/null; touch /tmp/exec-input-ended"]).stdin(Stdio::piped()).spawn().unwrap();
+    let keep_open = exec.stdin.take();
+    std::thread::sleep(Duration::from_millis(1500));
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let ended = wait_until(Duration::from_secs(15), || d.hyper(&["exec", "term", "test", "-e", "/tmp/exec-input-ended"]).status.success());
+    drop(keep_open);
+    assert!(ended, "the exec's input ends with its client");
+    d.ok(&["rm", "-f", "term"]);
+}
+
 /// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
 /// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
 /// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
@@ -615,9 +654,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }

@@ -196,7 +196,7 @@ impl Engine {
                 group,
                 additional_groups: additional,
                 tty,
-                stdin: tty,
+                stdin: tty || c.stdin,
                 read_only: c.read_only,
                 stop_signal,
                 restart: restart(c.restart_policy(&spec)),

@@ -75,6 +75,10 @@ pub struct ContainerSpec {
     pub envs: Vec<EnvVar>,
     #[serde(default)]
     pub tty: Option<bool>,
+    /// Keeps the container's standard input open for clients to write (as Kubernetes' `stdin`); a terminal
+    /// always has one. Otherwise it reads /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
     #[serde(default)]

@@ -288,7 +288,8 @@ pub async fn run(c: &Client, mut a: RunArgs) -> CmdResult {
         }
         None => {
             let image = a.target.clone().ok_or("give an image or a podfile: hyper run [-d] IMAGE [COMMAND...]")?;
-            let mut container = json!({"image": image, "tty": a.tty});
+            // -i keeps the container's input open for this client, with or without a terminal.
+            let mut container = json!({"image": image, "tty": a.tty, "stdin": a.interactive});
             if let Some(n) = &a.name {
                 container["name"] = json!(n);
             }

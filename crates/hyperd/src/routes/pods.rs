@@ -55,7 +55,7 @@ pub async fn start(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     if web::query_bool(&q, "attach") {
         let container = web::query_one(&q, "container");
         let h = d.engine.start_attached(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input }));
+        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false }));
     }
     let p = d.engine.start(&pod).await.map_err(|e| pod_error(&e))?;
     Ok(web::ok(&summary(&p, d.engine.driver().name())))
@@ -216,7 +216,7 @@ pub async fn attach(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let pod = pod_param(&q)?;
     let container = web::query_one(&q, "container");
     let h: AttachHandle = d.engine.attach(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false }))
 }
 
 pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
@@ -228,13 +228,17 @@ pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let tty = web::query_bool(&q, "tty");
     let stdin = web::query_bool(&q, "stdin");
     let h = d.engine.exec(&pod, container.as_deref(), cmd, tty, stdin).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input) }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input), owns_input: true }))
 }
 
 struct Session {
     output: mpsc::Receiver<Chunk>,
     exit: oneshot::Receiver<i32>,
     input: Option<InputHandle>,
+    /// The input is this client's alone (an exec's): it ends when the client goes away, as a terminal's
+    /// would, so that a shell left by a closed terminal gets its EOF and ends. A container's input is not
+    /// closed when one of its clients goes.
+    owns_input: bool,
 }
 
 /// Answers 101 and serves the session on the upgraded connection.
@@ -258,13 +262,19 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
     let (mut rd, mut wr) = tokio::io::split(io);
     // Client -> process: stdin, resizes, close.
     let input = s.input.take();
+    let owns_input = s.owns_input;
     let reader = tokio::spawn(async move {
         let mut input = input;
         let mut buf = Vec::new();
         let mut tmp = vec![0u8; 32 << 10];
         loop {
             let n = match rd.read(&mut tmp).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    if let Some(i) = input.as_mut().filter(|_| owns_input) {
+                        i.close();
+                    }
+                    break;
+                }
                 Ok(n) => n,
             };
             buf.extend_from_slice(&tmp[..n]);
