@@ -499,6 +499,23 @@ fn a_lease_of_a_pod_that_does_not_exist_is_released_at_start() {
     assert_store_empty(&d);
 }
 
+/// A client that sends half a request and waits loses its connection after 30 s: such connections used to stay
+/// for good, each holding a descriptor and a task of the daemon.
+#[test]
+fn a_half_sent_request_does_not_hold_its_connection() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(&[]);
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"GET /v1/version HTTP/1.1\r\nHost: hyperd\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
+    let t = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf);
+    assert!(matches!(n, Ok(_)), "the daemon closed or answered, it did not leave the connection open: {n:?}");
+    assert!(t.elapsed() < Duration::from_secs(40), "{:?}", t.elapsed());
+    assert_eq!(d.json(&["version"])["server"]["version"], json!(env!("CARGO_PKG_VERSION")), "the daemon serves on");
+}
+
 #[test]
 fn malformed_archives_are_refused() {
     let d = Daemon::start(&[]);

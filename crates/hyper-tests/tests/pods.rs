@@ -305,6 +305,15 @@ pub fn bad_podfiles(driver: &str) {
     let err = d.fails(&["create", &pf]);
     assert!(err.contains("a pod named \"same\" exists"), "{err}");
     assert_eq!(d.entries("pods").len(), 1);
+    // A name that is another pod's id: `rm NAME` would have removed the other pod.
+    let id = d.inspect("same")["id"].as_str().unwrap().to_string();
+    let err = d.fails(&["create", &d.podfile("b.json", &long_running_pod(&id))]);
+    assert!(err.contains(&format!("\"{id}\" is the id of pod \"same\"")), "{err}");
+    assert_eq!(d.entries("pods").len(), 1);
+    // An absurd stop grace time is a long one, not an overflow: the stop works.
+    d.ok(&["start", "same"]);
+    d.ok(&["stop", "-t", &u64::MAX.to_string(), "same"]);
+    assert_eq!(state(&d, "same"), "created");
 }
 
 /// Clients that stop reading hold back nothing but their own output: the pod's other containers go on logging,

@@ -125,7 +125,10 @@ impl Daemon {
                                 Ok::<_, std::convert::Infallible>(resp)
                             }
                         });
+                        // A client that sends half a request does not hold its connection for ever.
                         if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(std::time::Duration::from_secs(30))
                             .serve_connection(TokioIo::new(stream), svc)
                             .with_upgrades()
                             .await

@@ -79,8 +79,12 @@ impl Engine {
         let spec: PodSpec = podspec::parse(&text, podspec::Format::Json)?;
         let id = random_id("pod-");
         let name = if spec.id.is_empty() { id.clone() } else { spec.id.clone() };
-        if self.store.resolve(&name).is_ok_and(|p| p.name == name) {
-            return Err(PodError::AlreadyExists(format!("a pod named {name:?} exists")));
+        match self.store.resolve(&name) {
+            Ok(p) if p.name == name => return Err(PodError::AlreadyExists(format!("a pod named {name:?} exists"))),
+            // Named after another pod's id, it could only be reached by its own id, and `rm NAME` would remove
+            // the other pod.
+            Ok(p) if p.id == name => return Err(PodError::AlreadyExists(format!("{name:?} is the id of pod {:?}", p.name))),
+            _ => {}
         }
         let hostname = if spec.hostname.is_empty() { hostname_from(&name) } else { spec.hostname.clone() };
 

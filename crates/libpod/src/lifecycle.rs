@@ -99,6 +99,9 @@ fn pod_setup(rec: &PodRecord, sb: &SandboxState) -> PodSetup {
     }
 }
 
+/// The longest stop grace time honoured.
+const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Engine {
     /// Starts a Created (or Failed) pod: a new sandbox, then its containers.
     pub async fn start(&self, key: &str) -> Result<PodRecord, PodError> {
@@ -532,6 +535,9 @@ impl Engine {
     /// Stops a Running pod: containers get their stop signal, then SIGKILL after `grace`; the sandbox ends;
     /// the pod is Created again with its storage intact.
     pub async fn stop(&self, key: &str, grace: Duration) -> Result<PodRecord, PodError> {
+        // Any grace longer than a year is a year: the agent's timers and ours are instants that must not
+        // overflow.
+        let grace = grace.min(MAX_GRACE);
         let id = self.store.resolve(key)?.id;
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;

@@ -189,7 +189,13 @@ pub async fn logs(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let mut rx = d.engine.logs(&pod, opts).await.map_err(|e| pod_error(&e))?;
     let (tx, brx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        while let Some((chunk, ts)) = rx.recv().await {
+        loop {
+            // A client that leaves a quiet log ends this at once: the log's reader stops when `rx` goes.
+            let next = tokio::select! {
+                n = rx.recv() => n,
+                _ = tx.closed() => return,
+            };
+            let Some((chunk, ts)) = next else { return };
             let (kind, data) = match chunk {
                 Chunk::Stdout(b) => (st::STDOUT, b),
                 Chunk::Stderr(b) => (st::STDERR, b),

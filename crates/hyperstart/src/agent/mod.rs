@@ -702,7 +702,9 @@ impl Agent {
                 }
                 if p.exit.is_none() {
                     let _ = sys::kill(p.pid, signal);
-                    self.timers.push((Instant::now() + Duration::from_millis(timeout_ms), Timer::Kill(id)));
+                    // A host's absurd timeout is no reason to overflow: a year at most.
+                    let grace = Duration::from_millis(timeout_ms).min(Duration::from_secs(365 * 24 * 3600));
+                    self.timers.push((Instant::now() + grace, Timer::Kill(id)));
                 }
                 Ok(Reply::Done)
             }
