@@ -131,7 +131,8 @@ impl Engine {
             if let Some(s) = stderr {
                 inner.routes.insert(s, Route::Exec { exec: id.clone(), stderr: true });
             }
-            inner.execs.insert(id.clone(), ExecRt { forward: crate::runtime::exec_forwarder(rt.agent.clone(), id.clone(), otx, etx) });
+            let streams = [Some(stdout), stderr, stdin_stream].into_iter().flatten().collect();
+            inner.execs.insert(id.clone(), ExecRt { forward: crate::runtime::exec_forwarder(rt.agent.clone(), id.clone(), otx, etx), streams });
         }
         let acked = stdin_stream.map(|s| rt.add_input(s));
         let process = ProcessConfig {

@@ -37,6 +37,8 @@ pub(crate) struct ContainerRt {
 #[derive(Debug)]
 pub(crate) struct ExecRt {
     pub forward: mpsc::UnboundedSender<ExecMsg>,
+    /// Its streams (output, and input if it has one), forgotten when it ends.
+    pub streams: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -258,7 +260,15 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
             }
             Inbound::Event(Event::Exited { id, exec: true, status, .. }) => {
                 // After the output queued before it; the forwarder then has the agent forget the exec.
-                let e = rt.lock().execs.remove(&id);
+                let e = {
+                    let mut inner = rt.lock();
+                    let e = inner.execs.remove(&id);
+                    for s in e.iter().flat_map(|e| &e.streams) {
+                        inner.routes.remove(s);
+                        inner.inputs.remove(s);
+                    }
+                    e
+                };
                 if e.is_none_or(|e| e.forward.send(ExecMsg::Exit { code: status.code, remove: true }).is_err()) {
                     let agent = rt.agent.clone();
                     tokio::spawn(async move {
