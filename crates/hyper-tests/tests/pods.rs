@@ -478,6 +478,23 @@ pub fn client_sessions_behave_like_a_terminal(driver: &str) {
     d.ok(&["rm", "-f", "term"]);
 }
 
+/// A container ends with its program: what the program left running in it (a background child) goes too, while
+/// the pod's other containers run on. Such processes used to run on, in a container reported as exited.
+pub fn a_container_ends_with_its_program(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let pf = d.podfile("e.json", &json!({"id": "ends", "containers": [
+        {"name": "short", "image": "busybox", "command": ["sh", "-c", "sleep 1000 & sleep 1; exit 3"]},
+        {"name": "long", "image": "busybox", "command": ["sleep", "100003"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let short = |d: &Daemon| d.inspect("ends")["containers"].as_array().unwrap().iter().find(|c| c["name"] == "short").cloned().unwrap();
+    assert!(wait_until(Duration::from_secs(20), || short(&d)["state"] == "exited"), "{}", short(&d));
+    assert_eq!(short(&d)["exit_code"], 3);
+    let ps = d.sh("ends/long", "ps -o args");
+    assert!(!ps.lines().any(|l| l.starts_with("sleep 1000") && !l.starts_with("sleep 100003")), "the background child of the ended container: {ps}");
+    assert_eq!(state(&d, "ends"), "running");
+    d.ok(&["rm", "-f", "ends"]);
+}
+
 /// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
 /// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
 /// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
@@ -663,9 +680,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }

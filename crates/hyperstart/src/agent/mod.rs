@@ -77,9 +77,25 @@ struct Proc {
     stderr: Option<u32>,
     master: Option<OwnedFd>,
     config: Option<ContainerConfig>,
-    mnt_ns: Option<String>,
+    mnt_ns: Option<MntNs>,
     stopping: bool,
     restart_at: Option<Instant>,
+}
+
+/// A container's mount namespace, held open: a namespace's id is an inode number the kernel gives to another
+/// namespace once this one is freed, and the container's processes are found by that id.
+struct MntNs {
+    id: String,
+    _hold: std::fs::File,
+}
+
+impl MntNs {
+    fn of(pid: i32) -> Option<MntNs> {
+        let hold = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+        // The id of the namespace held (the process may have moved on since: it would show another).
+        let id = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&hold))).ok()?;
+        Some(MntNs { id: id.to_string_lossy().into_owned(), _hold: hold })
+    }
 }
 
 impl Proc {
@@ -564,6 +580,13 @@ impl Agent {
         if !p.exited(pid, status) {
             return;
         }
+        // The container ends with its program: what that left running in it (a background child, an exec)
+        // goes too, before a restart makes a new mount namespace that would hide them from later stops. Only
+        // processes of the pod, in the namespace held since the start.
+        if let (Some(ns), Some(pod)) = (p.mnt_ns.take(), &self.pod) {
+            kill_until_gone(|pid| sys::ns_id(pid, "pid").as_deref() == Some(pod.pidns.as_str()) && sys::ns_id(pid, "mnt").as_deref() == Some(ns.id.as_str()));
+        }
+        let Some(p) = self.containers.get_mut(id) else { return };
         let policy = p.config.as_ref().map(|c| c.restart).unwrap_or_default();
         let again = !p.stopping
             && !self.shutdown
@@ -633,32 +656,18 @@ impl Agent {
         }
         let Some(ns) = &p.mnt_ns else { return };
         for pid in sys::all_pids() {
-            if sys::ns_id(pid, "mnt").as_deref() == Some(ns.as_str()) {
+            if sys::ns_id(pid, "mnt").as_deref() == Some(ns.id.as_str()) {
                 let _ = sys::kill(pid, sig);
             }
         }
     }
 
-    /// SIGKILLs every process of the pod except pod-init.
     /// SIGKILLs every process of the pod but pod-init, pass after pass until none is left: a process that forked
     /// while a pass went through the list has a child the list did not have (a process with SIGKILL pending
     /// forks no more). Bounded: a process stuck in the kernel may take long to die.
     fn kill_pod_processes(&mut self) {
         let Some(pod) = &self.pod else { return };
-        let end = Instant::now() + Duration::from_secs(2);
-        loop {
-            let mut left = 0;
-            for pid in sys::all_pids() {
-                if pid != pod.init_pid && sys::ns_id(pid, "pid").as_deref() == Some(pod.pidns.as_str()) && !sys::has_ended(pid) {
-                    let _ = sys::kill(pid, libc::SIGKILL);
-                    left += 1;
-                }
-            }
-            if left == 0 || Instant::now() >= end {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        kill_until_gone(|pid| pid != pod.init_pid && sys::ns_id(pid, "pid").as_deref() == Some(pod.pidns.as_str()));
     }
 
     fn request(&mut self, r: Request) -> Result<Reply, AgentError> {
@@ -909,7 +918,7 @@ impl Agent {
         if let Some(p) = self.containers.get_mut(&c.id) {
             p.pid = pid;
             p.master = master;
-            p.mnt_ns = sys::ns_id(pid, "mnt");
+            p.mnt_ns = MntNs::of(pid);
         }
         Ok(pid)
     }
@@ -983,4 +992,22 @@ fn make_stdio(p: &ProcessConfig) -> Result<(spawn::Stdio3, StdioPipes), AgentErr
 fn mount_shm(dir: &Path, size: u64) -> std::io::Result<()> {
     let size = if size == 0 { 64 << 20 } else { size };
     sys::mount(Some("shm"), dir, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some(&format!("mode=1777,size={size}")))
+}
+
+/// SIGKILLs the processes `matches` picks, pass after pass until none is left (see `kill_pod_processes`).
+fn kill_until_gone(matches: impl Fn(i32) -> bool) {
+    let end = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut left = 0;
+        for pid in sys::all_pids() {
+            if matches(pid) && !sys::has_ended(pid) {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                left += 1;
+            }
+        }
+        if left == 0 || Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
