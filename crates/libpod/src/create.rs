@@ -75,8 +75,12 @@ async fn file_content(f: &podspec::FileSpec, at: &str) -> Result<Vec<u8>, PodErr
 impl Engine {
     /// Creates a pod from a podfile (as JSON). Missing images are pulled (progress goes to `progress`).
     pub async fn create(&self, spec_json: serde_json::Value, auto_remove: bool, progress: ProgressSink) -> Result<PodRecord, PodError> {
+        // Parsed on a blocking thread: a large podfile takes a while, and the runtime's few threads serve
+        // every pod's output meanwhile.
         let text = serde_json::to_string(&spec_json).expect("JSON value serialises");
-        let spec: PodSpec = podspec::parse(&text, podspec::Format::Json)?;
+        let spec: PodSpec = tokio::task::spawn_blocking(move || podspec::parse(&text, podspec::Format::Json))
+            .await
+            .map_err(|e| PodError::Internal(format!("parsing the podfile: {e}")))??;
         let id = random_id("pod-");
         let name = if spec.id.is_empty() { id.clone() } else { spec.id.clone() };
         match self.store.resolve(&name) {

@@ -188,7 +188,13 @@ impl Engine {
             return Err(PodError::Conflict(format!("container {} of pod {} is not running", c.name, rec.name)));
         }
         let rt = self.running_rt(&rec)?;
-        self.subscribe(&rt, c)
+        let h = self.subscribe(&rt, c)?;
+        // An exit recorded between the look above and the subscription took the waiters before ours was in.
+        let now = self.store.resolve(&rec.id)?;
+        if pick(&now, Some(&c.name))?.status.state != "running" {
+            return Err(PodError::Conflict(format!("container {} of pod {} is not running", c.name, rec.name)));
+        }
+        Ok(h)
     }
 
     /// Starts a Created pod with a client attached to one container from its first byte (`run -t`).

@@ -10,9 +10,13 @@ use serde_json::Value;
 
 use crate::SpecError;
 
+/// How many keys may differ from their field's name in case only: each costs a whole new pass over the
+/// document.
+const MAX_RENAMES: usize = 256;
+
 pub fn deserialize<T: DeserializeOwned>(mut value: Value) -> Result<T, SpecError> {
-    // Each retry renames one key, so this terminates after at most as many rounds as there are keys.
-    for _ in 0..10_000 {
+    // Each retry renames one key.
+    for _ in 0..=MAX_RENAMES {
         let err = match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(v) => return Ok(v),
             Err(e) => e,
@@ -36,7 +40,7 @@ pub fn deserialize<T: DeserializeOwned>(mut value: Value) -> Result<T, SpecError
         }
         return Err(SpecError::new(render(&segs), clean(&msg)));
     }
-    Err(SpecError::new("", "too many fields"))
+    Err(SpecError::new("", format!("more than {MAX_RENAMES} keys differ from their field's name in case only: spell them as documented")))
 }
 
 fn join(path: &str, key: &str) -> String {

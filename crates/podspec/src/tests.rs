@@ -131,3 +131,17 @@ fn parser_survives_garbage() {
         }
     }
 }
+
+#[test]
+fn keys_in_the_wrong_case_are_renamed_up_to_a_bound() {
+    // Each such key costs a pass over the whole document: a podfile of many of them is refused, not parsed
+    // for minutes.
+    let pod = |n: usize| {
+        let cs: Vec<String> = (0..n).map(|i| format!(r#"{{"name":"c{i}","Image":"busybox"}}"#)).collect();
+        format!(r#"{{"containers":[{}]}}"#, cs.join(","))
+    };
+    let spec = parse(&pod(10), Format::Json).unwrap();
+    assert_eq!(spec.containers.len(), 10);
+    let e = parse(&pod(300), Format::Json).unwrap_err().to_string();
+    assert!(e.contains("more than 256 keys differ from their field's name in case only"), "{e}");
+}
