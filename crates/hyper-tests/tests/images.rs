@@ -516,6 +516,35 @@ fn a_half_sent_request_does_not_hold_its_connection() {
     assert_eq!(d.json(&["version"])["server"]["version"], json!(env!("CARGO_PKG_VERSION")), "the daemon serves on");
 }
 
+/// A layer that unpacks to more than the disk holds (a compression bomb: here 200 MiB of zeros in 200 KiB)
+/// stops before the disk fills, with an error that says so, and leaves nothing: the rest of the host keeps
+/// its disk. It used to write until the disk was full.
+#[test]
+fn a_layer_that_would_fill_the_disk_stops_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=600m", "tmpfs", disk.to_str().unwrap()]));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(disk.clone());
+    let d = Daemon::start(&["--root", disk.join("root").to_str().unwrap()]);
+    let mut l = Layout::new(&tmp.path().join("oci"));
+    let m = l.image(&[(vec![Entry::file("zeros", &vec![0u8; 200 << 20])], Compression::Gzip)], json!({}), "amd64");
+    l.tag(&m, "bomb:1");
+    let err = d.fails(&["load", "-i", l.dir.to_str().unwrap()]);
+    assert!(err.contains("MiB free: unpacking stops before it fills"), "{err}");
+    assert_store_empty(&d);
+    let free = String::from_utf8(Command::new("df").args(["--output=avail", "-B1M"]).arg(&disk).output().unwrap().stdout).unwrap();
+    let free: u64 = free.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(free > 550, "the disk is given back: {free} MiB free");
+    drop(d);
+}
+
 #[test]
 fn malformed_archives_are_refused() {
     let d = Daemon::start(&[]);

@@ -106,6 +106,22 @@ struct Unpacker {
     root_path: PathBuf,
     dir_times: Vec<(PathBuf, i64, i64)>,
     buf: Vec<u8>,
+    /// Bytes written since the free space was last looked at.
+    since_check: u64,
+}
+
+/// How often (in bytes written) an unpack looks at the free space left.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+/// The free space an unpack leaves to the rest of the host: it stops rather than fill the disk (a layer may
+/// unpack to far more than it weighs: a compression bomb, a sparse file written out).
+const SPACE_RESERVE: u64 = 512 << 20;
+
+/// Free bytes (for unprivileged users too, as root's reserve is the host's last resort) on `fd`'s filesystem.
+fn free_bytes(fd: &impl AsRawFd) -> Option<u64> {
+    // SAFETY: statvfs is a plain C struct that fstatvfs fills from our own descriptor.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and pointer.
+    (unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Unpacks a (decompressed) layer tar into the empty directory `dest`.
@@ -126,6 +142,7 @@ pub fn unpack<R: Read>(layer: R, dest: &Path) -> Result<UnpackStats, UnpackError
         root_path: dest.to_path_buf(),
         dir_times: Vec::new(),
         buf: vec![0; 256 << 10],
+        since_check: 0,
     };
     let mut archive = tar::Archive::new(layer);
     let mut stats = UnpackStats::default();
@@ -409,6 +426,20 @@ impl Unpacker {
                     }
                     file.write_all(&self.buf[..n]).map_err(|e| io_err(shown, e))?;
                     written += n as u64;
+                    self.since_check += n as u64;
+                    if self.since_check >= SPACE_CHECK_EVERY {
+                        self.since_check = 0;
+                        if let Some(free) = free_bytes(&file).filter(|f| *f < SPACE_RESERVE) {
+                            return Err(UnpackError::Entry {
+                                path: shown.to_string(),
+                                reason: format!(
+                                    "the image store's disk has {} MiB free: unpacking stops before it fills (this file alone is {} MiB so far)",
+                                    free >> 20,
+                                    written >> 20
+                                ),
+                            });
+                        }
+                    }
                 }
                 let fd = OwnedFd::from(file);
                 self.apply(&fd, &meta, shown)?;
