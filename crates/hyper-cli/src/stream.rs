@@ -77,14 +77,15 @@ pub async fn session(c: &Client, method: Method, path: &str, stdin: bool, tty: b
     let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
     // Raw only when keystrokes go to the process's terminal, which makes the signals of ^C and co there.
     // Without input they would go nowhere: the local terminal keeps its signals, and ^C ends this client.
-    let raw = (tty && stdin).then(RawMode::enable);
-    if let Some(saved) = raw.as_ref().and_then(|r| r.saved) {
-        // Killed, hung up or interrupted from outside: the terminal is given back as it was, then we go.
+    // Killed, hung up or interrupted from outside while raw: the terminal is given back as it was, then we
+    // go. The handlers are in place before the terminal is raw.
+    // (Only then: once caught, these signals no longer end the client by themselves.)
+    use tokio::signal::unix::{SignalKind, signal};
+    let raw_wanted = tty && stdin && std::io::stdin().is_terminal();
+    let signals = raw_wanted.then(|| (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt())));
+    let raw = raw_wanted.then(RawMode::enable);
+    if let (Some(saved), Some((Ok(mut term), Ok(mut hup), Ok(mut int)))) = (raw.as_ref().and_then(|r| r.saved), signals) {
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()), signal(SignalKind::interrupt())) else {
-                return;
-            };
             let sig = tokio::select! {
                 _ = term.recv() => libc::SIGTERM,
                 _ = hup.recv() => libc::SIGHUP,

@@ -36,7 +36,15 @@ impl Daemon {
         crate::require_root();
         let dir = tempfile::Builder::new().prefix("hyperd-test-").tempdir().expect("tempdir");
         // A test may give its own root (a symlink, say); the daemon's temporary directory's otherwise.
-        let root = args.iter().position(|a| *a == "--root").and_then(|i| args.get(i + 1)).map_or_else(|| dir.path().join("root"), PathBuf::from);
+        // Spelled as hyperd and the kernel spell it (through symlinks), so that the clean-up after a failed test
+        // finds the sandboxes' processes and mounts by it.
+        let root = match args.iter().position(|a| *a == "--root").and_then(|i| args.get(i + 1)) {
+            Some(r) => {
+                std::fs::create_dir_all(r).expect("the test's root");
+                std::fs::canonicalize(r).expect("the test's root")
+            }
+            None => dir.path().join("root"),
+        };
         let socket = dir.path().join("hyper.sock");
         // Unique across test binaries running at once too: mix in the process id.
         let net_id = (std::process::id() % 40) * 100 + NET_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;

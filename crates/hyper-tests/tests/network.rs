@@ -186,6 +186,14 @@ fn the_bridge_does_not_reach_the_hosts_loopback_services() {
     let (ns, host_if, pod_if) = (format!("hyevil{n}"), format!("hyev{n}"), format!("hyevp{n}"));
     let gw = format!("{}.1", d.subnet_prefix());
     let sh = |script: &str| Command::new("sh").args(["-c", script]).output().unwrap();
+    // Gone however the test ends.
+    struct Remove(String, String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("sh").args(["-c", &format!("ip netns del {} 2>/dev/null; ip link del {} 2>/dev/null", self.0, self.1)]).status();
+        }
+    }
+    let _remove = Remove(ns.clone(), host_if.clone());
     let made = sh(&format!("ip netns add {ns} && ip link add {host_if} type veth peer name {pod_if} netns {ns} && ip link set {host_if} master {} up", d.bridge()));
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let in_ns = |script: &str| Command::new("ip").args(["netns", "exec", &ns, "sh", "-c", script]).output().unwrap();
@@ -202,7 +210,6 @@ fn the_bridge_does_not_reach_the_hosts_loopback_services() {
     let reached = connects("127.0.0.1", loopback.local_addr().unwrap().port());
     loopback.set_nonblocking(true).unwrap();
     let accepted = loopback.accept().is_ok();
-    sh(&format!("ip netns del {ns}; ip link del {host_if} 2>/dev/null"));
     assert!(!reached && !accepted, "a service bound to the host's 127.0.0.1 answered the bridge");
 }
 

@@ -24,7 +24,8 @@ const CONCURRENT_LAYERS: usize = 4;
 
 impl ImageStore {
     /// Pulls `reference` into the store; returns the stored image. A failed pull keeps nothing that no image
-    /// uses: the collection after it waits for the pulls under way, so what they share stays.
+    /// uses, unless other image operations are under way: it does not wait for them, and the next collection
+    /// takes what it left.
     pub async fn pull(
         &self,
         reference: &Reference,
@@ -35,7 +36,7 @@ impl ImageStore {
             self.pull_sources(reference, &progress).await
         };
         if pulled.is_err() {
-            if let Err(e) = self.gc().await {
+            if let Err(e) = self.gc_if_idle().await {
                 log::warn!("collecting what the failed pull of {reference} left: {}", chain(&e));
             }
         }

@@ -452,6 +452,19 @@ impl ImageStore {
     /// Removes untagged, unleased image records, then every blob and snapshot no image record references.
     pub async fn gc(&self) -> Result<(), ImageError> {
         let _g = self.gc_lock.write().await;
+        self.collect().await
+    }
+
+    /// [`ImageStore::gc`] if no pull, load or push is under way, else nothing (a later collection will do): for
+    /// after a failure, which should not wait for, nor hold up, the operations of others.
+    pub async fn gc_if_idle(&self) -> Result<(), ImageError> {
+        match self.gc_lock.try_write() {
+            Ok(_g) => self.collect().await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn collect(&self) -> Result<(), ImageError> {
         let (blobs, snaps) = {
             let txn = self.db.begin_write().map_err(ImageError::db)?;
             let leased = Self::leased_ids(&txn)?;

@@ -152,9 +152,12 @@ impl Engine {
         };
         match rt.agent.call(Request::Exec { id: id.clone(), container: c.id.clone(), process }).await {
             Ok(Reply::Started { .. }) => {}
-            Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
+            Ok(other) => {
+                rt.forget_exec(&id);
+                return Err(PodError::Internal(format!("unexpected agent reply {other:?}")));
+            }
             Err(e) => {
-                rt.lock().execs.remove(&id);
+                rt.forget_exec(&id);
                 return Err(PodError::Sandbox(format!("exec in {}: {}", c.name, e.message)));
             }
         }

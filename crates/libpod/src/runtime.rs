@@ -148,6 +148,17 @@ impl Runtime {
         rx
     }
 
+    /// Forgets an exec and its streams (it ended, or never started).
+    pub(crate) fn forget_exec(&self, id: &str) -> Option<ExecRt> {
+        let mut inner = self.lock();
+        let e = inner.execs.remove(id);
+        for s in e.iter().flat_map(|e| &e.streams) {
+            inner.routes.remove(s);
+            inner.inputs.remove(s);
+        }
+        e
+    }
+
     pub(crate) fn set_closing(&self) {
         self.lock().closing = true;
     }
@@ -260,15 +271,7 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
             }
             Inbound::Event(Event::Exited { id, exec: true, status, .. }) => {
                 // After the output queued before it; the forwarder then has the agent forget the exec.
-                let e = {
-                    let mut inner = rt.lock();
-                    let e = inner.execs.remove(&id);
-                    for s in e.iter().flat_map(|e| &e.streams) {
-                        inner.routes.remove(s);
-                        inner.inputs.remove(s);
-                    }
-                    e
-                };
+                let e = rt.forget_exec(&id);
                 if e.is_none_or(|e| e.forward.send(ExecMsg::Exit { code: status.code, remove: true }).is_err()) {
                     let agent = rt.agent.clone();
                     tokio::spawn(async move {

@@ -7,6 +7,8 @@
 //! nat    POSTROUTING -s 127.0.0.0/8 -o BRIDGE -j MASQUERADE         (127.0.0.1:HOSTPORT reaches pods)
 //! nat    HYPER       -j HYPER-<sandbox>                             (one chain per sandbox with mappings)
 //! filter FORWARD     -j HYPER;  HYPER -j HYPER-<sandbox>
+//! filter INPUT 1     -i BRIDGE -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+//!                                                                   (the bridge reaches no loopback-only service)
 //! ```
 
 use std::io::Write;

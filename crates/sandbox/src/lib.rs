@@ -170,9 +170,8 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 fn stat(pid: i32) -> Option<(String, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: fields resume after the last ')'.
-    let mut f = s[s.rfind(')')? + 2..].split_whitespace();
-    let state = f.next()?.to_string();
-    Some((state, f.nth(18)?.parse().ok()?))
+    let state = s[s.rfind(')')? + 2..].split_whitespace().next()?.to_string();
+    Some((state, start_time_of_stat(s.as_bytes())?))
 }
 
 /// The start time of a process (ticks since boot).
@@ -180,7 +179,8 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     stat(pid).map(|(_, t)| t)
 }
 
-/// The host process recorded in a sandbox's directory when it started (see [`adopt`]): pid and start time.
+/// The host process recorded in a sandbox's directory when it started (see [`record_on_start`]): pid and start
+/// time.
 /// None when the host has rebooted since: the pid and start time may then name another process.
 pub fn recorded_process(dir: &Path) -> Option<(i32, u64)> {
     let rec = std::fs::read_to_string(dir.join(PROCESS_FILE)).ok()?;
@@ -406,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn records_are_parsed_and_written_without_allocation() {
+    fn the_child_parses_its_stat_line_and_formats_its_record() {
         // A command name with spaces and parentheses; the start time is field 22.
         let stat = b"4242 (a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456789 1000 100 18446744073709551615\n";
         assert_eq!(start_time_of_stat(stat), Some(123456789));

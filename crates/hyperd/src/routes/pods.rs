@@ -248,12 +248,18 @@ struct Session {
 }
 
 /// Answers 101 and serves the session on the upgraded connection.
-fn upgrade(req: Req, s: Session) -> Resp {
+fn upgrade(req: Req, mut s: Session) -> Resp {
     let on = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match on.await {
             Ok(up) => serve(TokioIo::new(up), s).await,
-            Err(e) => log::debug!("upgrade failed: {e}"),
+            Err(e) => {
+                // The client went before its session began: an exec's input ends here too.
+                log::debug!("upgrade failed: {e}");
+                if let Some(i) = s.input.as_mut().filter(|_| s.owns_input) {
+                    i.close();
+                }
+            }
         }
     });
     Response::builder()
