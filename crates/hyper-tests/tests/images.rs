@@ -418,6 +418,16 @@ fn save_is_readable_by_skopeo_and_loads_back_identically() {
     assert!(out.contains("Loaded image"), "{out}");
 }
 
+/// Loads an image of one layer holding `entry`, as an OCI layout written to `dir` and tagged `tag`; returns the
+/// layout and the image's manifest descriptor.
+fn load_one_layer(d: &Daemon, dir: &Path, entry: Entry, tag: &str) -> (Layout, Value) {
+    let mut l = Layout::new(dir);
+    let m = l.image(&[(vec![entry], Compression::Gzip)], json!({}), "amd64");
+    l.tag(&m, tag);
+    d.ok(&["load", "-i", l.dir.to_str().unwrap()]);
+    (l, m)
+}
+
 /// An image whose config lies about what one of its layers unpacks to is refused, and the layer's blob, which
 /// an installed image shares, stays: the refusal used to delete it, and the installed image could no longer be
 /// saved or pushed.
@@ -425,10 +435,7 @@ fn save_is_readable_by_skopeo_and_loads_back_identically() {
 fn a_layer_refused_for_another_image_stays_for_the_image_that_has_it() {
     let d = Daemon::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let mut good = Layout::new(&dir.path().join("good"));
-    let m = good.image(&[(vec![Entry::file("hello", b"hello")], Compression::Gzip)], json!({}), "amd64");
-    good.tag(&m, "good:1");
-    d.ok(&["load", "-i", good.dir.to_str().unwrap()]);
+    let (good, m) = load_one_layer(&d, &dir.path().join("good"), Entry::file("hello", b"hello"), "good:1");
     let manifest: Value = serde_json::from_slice(&std::fs::read(good.dir.join("blobs/sha256").join(&m["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
     let layer = manifest["layers"][0].clone();
     let blob = layer["digest"].as_str().unwrap().to_string();
@@ -459,10 +466,7 @@ fn a_layer_refused_for_another_image_stays_for_the_image_that_has_it() {
 fn the_store_is_closed_to_the_hosts_other_users() {
     let d = Daemon::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let mut l = Layout::new(&dir.path().join("oci"));
-    let m = l.image(&[(vec![Entry::file("bin/tool", b"#!/bin/sh\necho hi\n")], Compression::Gzip)], json!({}), "amd64");
-    l.tag(&m, "closed:1");
-    d.ok(&["load", "-i", l.dir.to_str().unwrap()]);
+    load_one_layer(&d, &dir.path().join("oci"), Entry::file("bin/tool", b"#!/bin/sh\necho hi\n"), "closed:1");
     let inspect: Value = serde_json::from_str(&d.ok(&["inspect", "closed:1"])).unwrap();
     let tool = snapshot(&d, inspect["layers"][0]["diff_id"].as_str().unwrap()).join("bin/tool");
     assert!(tool.is_file(), "{}", tool.display());

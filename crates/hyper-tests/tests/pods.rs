@@ -328,7 +328,8 @@ pub fn stalled_clients_hold_up_nothing_else(driver: &str) {
         {"name": "ticker", "image": "busybox", "command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]},
         {"name": "flood", "image": "busybox", "command": ["sh", "-c", "while true; do head -c 1000000 /dev/zero | tr '\\0' f; sleep 0.2; done"]}]}));
     d.ok(&["run", "-d", &pf]);
-    let mut attach = d.cmd(&["attach", "slow/flood"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let attach_err = d.dir.path().join("attach.err");
+    let mut attach = d.cmd(&["attach", "slow/flood"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(std::fs::File::create(&attach_err).unwrap()).spawn().unwrap();
     let bytes = 8_000_000;
     let script = format!("head -c {bytes} /dev/zero | tr '\\0' x; exit 7");
     let mut exec = d.cmd(&["exec", "slow/flood", "sh", "-c", &script]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
@@ -349,26 +350,11 @@ pub fn stalled_clients_hold_up_nothing_else(driver: &str) {
     // The attach: what it still gets, then the note that it was cut off.
     let mut so = attach.stdout.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut so, &mut std::io::sink()));
-    let mut se = attach.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = se.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&all).contains("cut off") {
-                let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
-                return;
-            }
-        }
-    });
-    let note = rx.recv_timeout(Duration::from_secs(30));
+    let note = || std::fs::read_to_string(&attach_err).unwrap_or_default();
+    let told = wait_until(Duration::from_secs(30), || note().contains("`hyper logs` has all of its output"));
     let _ = attach.kill();
     let _ = attach.wait();
-    assert!(note.as_ref().is_ok_and(|n| n.contains("`hyper logs` has all of its output")), "{note:?}");
+    assert!(told, "{}", note());
     assert_eq!(state(&d, "slow"), "running");
     d.ok(&["rm", "-f", "slow"]);
 }

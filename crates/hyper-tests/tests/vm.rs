@@ -7,6 +7,13 @@ use hyper_tests::image::{Compression, Entry, Layout};
 use hyper_tests::wait_until;
 use serde_json::{Value, json};
 
+/// Runs a pod `name` of one busybox container that sleeps; returns its `inspect`.
+fn run_sleeper(d: &Daemon, name: &str) -> Value {
+    let pf = d.podfile(&format!("{name}.json"), &json!({"id": name, "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    d.inspect(name)
+}
+
 fn kernel_release(d: &Daemon) -> String {
     let info = d.json(&["info"]);
     let pairs = info["driver_status"].as_array().unwrap();
@@ -149,9 +156,7 @@ fn a_start_whose_client_goes_away_still_completes() {
 fn a_frame_cut_by_a_dying_daemon_does_not_swallow_the_next_ones_hello() {
     use std::io::Write;
     let mut d = Daemon::with_driver("qemu", &[]);
-    let pf = d.podfile("c.json", &json!({"id": "cut", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
-    d.ok(&["run", "-d", &pf]);
-    let sb = d.inspect("cut")["sandbox"]["id"].as_str().unwrap().to_string();
+    let sb = run_sleeper(&d, "cut")["sandbox"]["id"].as_str().unwrap().to_string();
     d.kill();
     // What a daemon killed mid-write leaves in the port: the start of a 1 MiB data frame.
     let mut frame = Vec::new();
@@ -173,9 +178,7 @@ fn a_frame_cut_by_a_dying_daemon_does_not_swallow_the_next_ones_hello() {
 #[test]
 fn a_daemon_restarted_with_another_driver_refuses_while_pods_run_in_the_first() {
     let mut d = Daemon::with_driver("ns", &[]);
-    let pf = d.podfile("o.json", &json!({"id": "other", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
-    d.ok(&["run", "-d", &pf]);
-    let sb = d.inspect("other")["sandbox"]["id"].as_str().unwrap().to_string();
+    let sb = run_sleeper(&d, "other")["sandbox"]["id"].as_str().unwrap().to_string();
     let before = sandbox_processes(&sb);
     d.kill();
     let log = d.dir.path().join("qemu-hyperd.log");
@@ -532,9 +535,7 @@ fn a_daemon_killed_mid_start_leaves_no_vm_behind() {
 #[test]
 fn the_agent_keeps_its_port_open_while_the_daemon_is_away() {
     let mut d = Daemon::with_driver("qemu", &[]);
-    let pf = d.podfile("away.json", &json!({"id": "away", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
-    d.ok(&["run", "-d", &pf]);
-    let qmp = std::path::PathBuf::from(d.inspect("away")["sandbox"]["details"]["qmp"].as_str().unwrap());
+    let qmp = std::path::PathBuf::from(run_sleeper(&d, "away")["sandbox"]["details"]["qmp"].as_str().unwrap());
     assert_eq!(agent_port_open(&qmp), Some(true), "the port is open while the daemon is connected");
     d.kill();
     // The agent sees its host go, then looks at the port again every 10 ms, then less often.
