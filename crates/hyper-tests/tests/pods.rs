@@ -481,6 +481,23 @@ pub fn a_container_ends_with_its_program(driver: &str) {
     d.ok(&["rm", "-f", "ends"]);
 }
 
+/// A container that restarts while hyperd is down loses none of its previous run's output: what that run left in
+/// its pipe, behind the agent's full buffer, used to go with the pipe when the restart replaced it.
+pub fn a_restart_while_the_daemon_is_down_loses_no_output(driver: &str) {
+    let mut d = Daemon::with_driver(driver, &[]);
+    // The first run waits for the daemon to go, then writes its 1 MiB buffer's worth and 32 KiB more.
+    let pf = d.podfile("again.json", &json!({"id": "again", "containers": [{"name": "c", "image": "busybox", "restartPolicy": "always",
+        "command": ["sh", "-c", "if [ -e /ran ]; then exec sleep 100000; fi; touch /ran; sleep 3; head -c 1081344 /dev/zero | tr '\\0' a; echo; echo END1"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    d.kill();
+    std::thread::sleep(Duration::from_secs(7));
+    d.restart();
+    let whole = || d.ok(&["logs", "again"]);
+    assert!(wait_until(Duration::from_secs(20), || whole().ends_with("a\nEND1\n")), "the first run's output, to its end: {} bytes", whole().len());
+    assert_eq!(whole().len(), 1_081_344 + "\nEND1\n".len());
+    d.ok(&["rm", "-f", "again"]);
+}
+
 /// A root reached through a symlink (a state directory moved to another disk): stopping and removing a pod loses
 /// none of its container's files and none of a host volume's. Mounts are found by their real paths: with the
 /// symlink's spelling a VM's stop found none, and removed the container's directory, then the sandbox's,
@@ -666,9 +683,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, a_restart_while_the_daemon_is_down_loses_no_output, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, a_restart_while_the_daemon_is_down_loses_no_output, bad_podfiles, podfile_fields, confinement, processes_and_logs);
 }

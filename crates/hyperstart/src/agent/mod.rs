@@ -866,10 +866,12 @@ impl Agent {
             let _ = sys::set_nonblocking(fd.as_raw_fd(), true);
         }
         let out = self.outs.entry(p.stdout).or_default();
+        out.take_rest();
         out.fd = out_fd;
         out.eof = false;
         if let Some(s) = p.stderr {
             let o = self.outs.entry(s).or_default();
+            o.take_rest();
             o.fd = err_fd;
             o.eof = false;
         }

@@ -48,6 +48,25 @@ impl Out {
         }
     }
 
+    /// Takes in what the old process side still holds before a restart replaces it: written before the old
+    /// run ended, it is that run's output. At most a pipe's worth, beyond the buffer's bound (and at most 1 MiB
+    /// should a writer still be there).
+    pub fn take_rest(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        let mut tmp = [0u8; CHUNK];
+        let mut taken = 0;
+        while taken < 1 << 20 {
+            match sys::read(fd.as_raw_fd(), &mut tmp) {
+                Ok(n) if n > 0 => {
+                    self.buf.extend(&tmp[..n]);
+                    taken += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
+        }
+    }
+
     pub fn end(&self) -> u64 {
         self.base + self.buf.len() as u64
     }
