@@ -754,7 +754,14 @@ impl Engine {
         if rec.state != PodState::Running || rec.sandbox.as_ref().is_none_or(|s| s.id != rt.sandbox.id) {
             return;
         }
-        let alive = self.driver.is_alive(&rt.sandbox);
+        // A process killed from outside closes its sockets a moment before it is gone (it frees its memory
+        // first): give it that moment, so that the reason says what happened.
+        let mut alive = self.driver.is_alive(&rt.sandbox);
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while alive && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            alive = self.driver.is_alive(&rt.sandbox);
+        }
         self.teardown(&mut rec, rt).await;
         rec.state = PodState::Failed;
         rec.failure = Some(if alive {
