@@ -30,6 +30,9 @@ pub use messages::*;
 /// Protocol version: the first byte of every frame, and what `Hello` negotiates.
 pub const VERSION: u8 = 1;
 
+/// The longest stop timeout honoured (a year): both sides make instants of it, which must not overflow.
+pub const MAX_STOP_TIMEOUT_MS: u64 = 365 * 24 * 3600 * 1000;
+
 /// Unacknowledged bytes a stream sender may have in flight.
 pub const WINDOW: u64 = 256 << 10;
 

@@ -34,7 +34,8 @@ pub enum Request {
     /// Sends a signal to a container's main process, or to every process of the container with `all`.
     SignalContainer { id: String, signal: i32, all: bool },
     /// Stops a container: `signal` to its main process, then SIGKILL to all its processes after `timeout_ms`.
-    /// Its restart policy no longer applies. Answered at once; the `Exited` event follows.
+    /// Its restart policy no longer applies. Answered at once; the `Exited` event follows. A timeout beyond
+    /// [`MAX_STOP_TIMEOUT_MS`] counts as that.
     StopContainer { id: String, signal: i32, timeout_ms: u64 },
     /// Forgets an exited container; kills whatever of it is left.
     RemoveContainer { id: String },

@@ -99,9 +99,6 @@ fn pod_setup(rec: &PodRecord, sb: &SandboxState) -> PodSetup {
     }
 }
 
-/// The longest stop grace time honoured.
-const MAX_GRACE: Duration = Duration::from_secs(365 * 24 * 3600);
-
 impl Engine {
     /// Starts a Created (or Failed) pod: a new sandbox, then its containers.
     pub async fn start(&self, key: &str) -> Result<PodRecord, PodError> {
@@ -535,9 +532,8 @@ impl Engine {
     /// Stops a Running pod: containers get their stop signal, then SIGKILL after `grace`; the sandbox ends;
     /// the pod is Created again with its storage intact.
     pub async fn stop(&self, key: &str, grace: Duration) -> Result<PodRecord, PodError> {
-        // Any grace longer than a year is a year: the agent's timers and ours are instants that must not
-        // overflow.
-        let grace = grace.min(MAX_GRACE);
+        // Any longer grace is the longest the agent honours: ours is an instant too, which must not overflow.
+        let grace = grace.min(Duration::from_millis(agent_proto::MAX_STOP_TIMEOUT_MS));
         let id = self.store.resolve(key)?.id;
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
@@ -779,7 +775,8 @@ impl Engine {
         // A driver reaches only into its own sandboxes: another's would be stopped without its mounts or its
         // processes (the ns driver's pod-init outlives its agent), or its files removed through its mounts.
         let mine = self.driver.name();
-        let foreign: Vec<String> = (self.store.all().unwrap_or_default().iter())
+        let pods = self.store.all().unwrap_or_default();
+        let foreign: Vec<String> = (pods.iter())
             .filter_map(|p| p.sandbox.as_ref().filter(|s| s.driver != mine && sandbox::process_alive(s.pid, s.start_time)).map(|s| (p, s)))
             .map(|(p, s)| format!("{} ({} sandbox, pid {})", p.name, s.driver, s.pid))
             .collect();
@@ -790,7 +787,8 @@ impl Engine {
             )));
         }
         self.recover_pods().await;
-        self.release_orphan_leases().await;
+        // Recovery changes records, never which pods exist.
+        self.release_orphan_leases(&pods).await;
         // The sandboxes of the pods that run on: every other one is gone, or goes now.
         let live: Vec<String> = self.store.all().unwrap_or_default().into_iter().filter_map(|p| p.sandbox.map(|s| s.id)).collect();
         self.remove_unrecorded_sandboxes(&live).await;
@@ -806,10 +804,10 @@ impl Engine {
     /// Releases the image leases of pods that do not exist: a daemon killed between a pod's lease and its record
     /// (a create), or between its record's removal and its release (an rm), left them, and the images they hold
     /// would never be collected.
-    async fn release_orphan_leases(&self) {
-        let pods: std::collections::HashSet<String> = self.store.all().unwrap_or_default().into_iter().map(|p| format!("pod:{}", p.id)).collect();
+    async fn release_orphan_leases(&self, pods: &[PodRecord]) {
+        let holders: std::collections::HashSet<String> = pods.iter().map(|p| format!("pod:{}", p.id)).collect();
         for holder in self.images.lease_holders().unwrap_or_default() {
-            if holder.starts_with("pod:") && !pods.contains(&holder) {
+            if holder.starts_with("pod:") && !holders.contains(&holder) {
                 log::info!("images: releasing the lease of {holder}, which no longer exists");
                 if let Err(e) = self.images.release(&holder).await {
                     log::warn!("images: releasing {holder}: {}", chain(&e));

@@ -58,8 +58,7 @@ impl Cgroup {
     }
 
     fn make(&self, l: Limits) -> Result<(), SandboxError> {
-        let cg = self;
-        if cg.v2 {
+        if self.v2 {
             let parent = Path::new(ROOT).join("hyper");
             std::fs::create_dir_all(&parent).map_err(io_err(format!("creating {}", parent.display())))?;
             for p in [Path::new(ROOT), parent.as_path()] {
@@ -67,12 +66,12 @@ impl Cgroup {
                 let _ = std::fs::write(p.join("cgroup.subtree_control"), "+memory +cpu +pids");
             }
         }
-        for p in &cg.paths {
+        for p in &self.paths {
             std::fs::create_dir_all(p).map_err(io_err(format!("creating cgroup {}", p.display())))?;
         }
-        for p in &cg.paths {
+        for p in &self.paths {
             let f = |n: &str| p.join(n);
-            if cg.v2 {
+            if self.v2 {
                 if f("memory.max").exists() {
                     write(&f("memory.max"), &l.memory_bytes.to_string())?;
                 }

@@ -79,6 +79,13 @@ pub fn remove_unmounted_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// [`remove_unmounted_dir`] after a failure, when only a warning can be given.
+pub(crate) fn discard_dir(dir: &Path) {
+    if let Err(left) = remove_unmounted_dir(dir) {
+        log::warn!("{left}");
+    }
+}
+
 /// Deletes a host-side link if it exists (a veth end takes its peer along).
 pub(crate) fn unplug(host_if: &str) -> Result<(), String> {
     let Some(index) = netlink::link_index(host_if) else { return Ok(()) };

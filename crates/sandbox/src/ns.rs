@@ -48,9 +48,7 @@ impl Driver for NsDriver {
         let t = std::time::Instant::now();
         // A failure before the agent's spawn leaves nothing but the directory to remove.
         let undo = |e: SandboxError| {
-            if let Err(left) = crate::remove_unmounted_dir(&cfg.dir) {
-                log::warn!("{left}");
-            }
+            crate::discard_dir(&cfg.dir);
             e
         };
         let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io_err(format!("binding {}", socket.display()))).map_err(undo)?;
@@ -117,10 +115,7 @@ impl Driver for NsDriver {
                 }
                 cgroup.kill_all(Duration::from_secs(2));
                 cgroup.remove();
-                if let Err(left) = crate::remove_unmounted_dir(&cfg.dir) {
-                    log::warn!("{left}");
-                }
-                Err(e)
+                Err(undo(e))
             }
         }
     }

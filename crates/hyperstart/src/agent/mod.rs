@@ -711,8 +711,7 @@ impl Agent {
                 }
                 if p.exit.is_none() {
                     let _ = sys::kill(p.pid, signal);
-                    // A host's absurd timeout is no reason to overflow: a year at most.
-                    let grace = Duration::from_millis(timeout_ms).min(Duration::from_secs(365 * 24 * 3600));
+                    let grace = Duration::from_millis(timeout_ms.min(agent_proto::MAX_STOP_TIMEOUT_MS));
                     self.timers.push((Instant::now() + grace, Timer::Kill(id)));
                 }
                 Ok(Reply::Done)

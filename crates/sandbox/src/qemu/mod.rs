@@ -491,9 +491,7 @@ fn remove_from_host(dir: &Path, tap: Option<&str>) {
         let _ = crate::unplug(tap);
     }
     umount_all(dir);
-    if let Err(e) = crate::remove_unmounted_dir(dir) {
-        log::warn!("{e}");
-    }
+    crate::discard_dir(dir);
 }
 
 fn umount_all(dir: &Path) -> Vec<String> {
