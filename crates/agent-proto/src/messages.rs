@@ -25,6 +25,12 @@ pub enum Request {
         /// template all start with the same generator state.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         entropy: Vec<u8>,
+        /// A fresh random number, echoed in the answer's [`Response::nonce`]. A VM's port is one stream across
+        /// daemons, and a new daemon can find at its start the rest of a frame the agent wrote for the one before:
+        /// a container's output, in which the container can write what looks like the hello's answer. Only the
+        /// true answer carries the nonce, which nothing in the guest but the agent ever sees.
+        #[serde(default)]
+        nonce: u64,
     },
     /// Creates the pod's shared namespaces and pod-init if they do not exist yet, and (re)writes the pod's
     /// hostname and /etc files. Sent again by `replace` with the new pod's values.
@@ -67,6 +73,9 @@ pub struct StreamPosition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
     pub id: u64,
+    /// The hello's nonce, in the answer to a hello (whatever its result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
     pub result: ResponseResult,
 }
 
@@ -278,7 +287,7 @@ mod tests {
         let j = serde_json::to_string(&r).unwrap();
         assert_eq!(j, r#"{"id":3,"request":{"op":"signal_container","id":"c","signal":15,"all":false}}"#);
         assert_eq!(serde_json::from_str::<RequestEnvelope>(&j).unwrap(), r);
-        let resp = Response { id: 3, result: ResponseResult::Ok(Reply::Started { pid: 7 }) };
+        let resp = Response { id: 3, nonce: None, result: ResponseResult::Ok(Reply::Started { pid: 7 }) };
         let back: Response = serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();
         assert_eq!(back, resp);
     }

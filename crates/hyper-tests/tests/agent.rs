@@ -127,7 +127,7 @@ fn container_starts_queued_behind_a_failed_set_up_are_refused() {
     let mut a = Agent::start();
     let missing_root = "/nonexistent/hyper-test-root";
     let nic = Interface { mac: "02:00:00:0f:0f:0f".into(), name: "eth0".into(), address: "10.99.0.2/24".into(), gateway: String::new(), mtu: 0 };
-    let ids = a.send_all(vec![Request::Hello { version: agent_proto::VERSION, time_ns: None, entropy: vec![] }, setup(vec![nic]), container(missing_root)]);
+    let ids = a.send_all(vec![Request::Hello { version: agent_proto::VERSION, time_ns: None, entropy: vec![], nonce: 7 }, setup(vec![nic]), container(missing_root)]);
 
     assert!(matches!(a.answer(ids[0]), ResponseResult::Ok(Reply::Hello { .. })));
     match a.answer(ids[1]) {

@@ -45,17 +45,11 @@ impl PendingReply {
     }
 }
 
-/// The first request on every connection: the protocol version, the host's clock and fresh randomness
-/// (a VM restored from a template has the template's clock and random generator state).
-pub fn hello() -> Request {
-    let time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_nanos() as u64);
-    let mut entropy = vec![0u8; 32];
-    // SAFETY: getrandom writes at most entropy.len() bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(entropy.as_mut_ptr().cast(), entropy.len(), 0) };
-    if n != entropy.len() as isize {
-        entropy.clear();
-    }
-    Request::Hello { version: agent_proto::VERSION, time_ns, entropy }
+/// Fresh random bytes from the kernel.
+fn random_bytes(buf: &mut [u8]) -> Result<(), String> {
+    // SAFETY: getrandom writes at most buf.len() bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == buf.len() as isize { Ok(()) } else { Err(format!("getrandom: {}", std::io::Error::last_os_error())) }
 }
 
 /// The id of the first request on a connection, which must be the hello ([`hello`]).
@@ -67,6 +61,8 @@ pub struct AgentClient {
     tx: mpsc::UnboundedSender<Vec<u8>>,
     pending: Pending,
     next: Arc<AtomicU64>,
+    /// What the hello's answer must carry ([`Request::Hello`]'s `nonce`).
+    nonce: u64,
 }
 
 fn lost(msg: &str) -> AgentError {
@@ -87,6 +83,10 @@ impl AgentClient {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
+
+        let mut nonce = [0u8; 8];
+        random_bytes(&mut nonce).map_err(|e| format!("a nonce for the agent's hello: {e}"))?;
+        let nonce = u64::from_ne_bytes(nonce);
 
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
@@ -110,7 +110,8 @@ impl AgentClient {
             // What came before the answer to the hello. A VM's virtio port is one stream across hosts: a
             // host can find at its start the rest of what the agent wrote for the previous one (a frame cut
             // by that host's death). Everything before the hello's answer is skipped; the hello makes the
-            // agent send again whatever this host has not acknowledged.
+            // agent send again whatever this host has not acknowledged. Those bytes can be a container's output
+            // made to look like the answer: only the true one carries the hello's nonce.
             let mut before_hello = Some(agent_proto::Resync::new());
             let reason = 'outer: loop {
                 let n = match rd.read(&mut buf).await {
@@ -120,7 +121,7 @@ impl AgentClient {
                 };
                 match &mut before_hello {
                     Some(sync) => {
-                        let is_hello_answer = |p: &[u8]| serde_json::from_slice::<Response>(p).is_ok_and(|r| r.id == HELLO_ID);
+                        let is_hello_answer = |p: &[u8]| serde_json::from_slice::<Response>(p).is_ok_and(|r| r.id == HELLO_ID && r.nonce == Some(nonce));
                         let Some((stream, skipped)) = sync.push(&buf[..n], FrameKind::Response, is_hello_answer) else { continue };
                         if skipped > 0 {
                             log::debug!("agent connection: skipped {skipped} bytes of an earlier connection before the hello's answer");
@@ -169,7 +170,18 @@ impl AgentClient {
             }
             let _ = itx.send(Inbound::Disconnected(reason));
         });
-        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(HELLO_ID)) }, irx))
+        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(HELLO_ID)), nonce }, irx))
+    }
+
+    /// The first request on every connection: the protocol version, the host's clock, fresh randomness (a VM
+    /// restored from a template has the template's clock and random generator state) and this connection's nonce.
+    pub fn hello(&self) -> Request {
+        let time_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_nanos() as u64);
+        let mut entropy = vec![0u8; 32];
+        if random_bytes(&mut entropy).is_err() {
+            entropy.clear();
+        }
+        Request::Hello { version: agent_proto::VERSION, time_ns, entropy, nonce: self.nonce }
     }
 
     /// Sends a request and waits for its response.
@@ -215,5 +227,58 @@ impl AgentClient {
         let mut f = Vec::with_capacity(20);
         agent_proto::encode_close(&mut f, stream, offset);
         let _ = self.tx.send(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_proto::AgentState;
+    use std::io::{Read, Write};
+
+    fn answer(agent: &str, nonce: Option<u64>) -> Vec<u8> {
+        let state = AgentState { pod_ready: true, hostname: agent.into(), containers: vec![], execs: vec![] };
+        let r = Response { id: HELLO_ID, nonce, result: ResponseResult::Ok(Reply::Hello { version: agent_proto::VERSION, agent: agent.into(), state }) };
+        let mut out = Vec::new();
+        agent_proto::encode(&mut out, FrameKind::Response, &serde_json::to_vec(&r).unwrap());
+        out
+    }
+
+    /// What a new daemon finds first on a VM's port after the one before died: the rest of a data frame, here a
+    /// container's output written to look like the hello's answer (with each nonce it could guess). Only the
+    /// agent's true answer, which carries the nonce, is taken.
+    #[tokio::test]
+    async fn a_container_cannot_forge_the_hello_answer_in_output_left_in_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut output = b"container output ".to_vec();
+            for guess in [None, Some(0), Some(1)] {
+                output.extend(answer("forged", guess));
+            }
+            let mut frame = Vec::new();
+            agent_proto::encode_data(&mut frame, 3, 0, &output);
+            s.write_all(&frame[frame.len() / 3..]).unwrap();
+            let mut dec = Decoder::new();
+            let mut buf = [0u8; 4096];
+            let hello = loop {
+                if let Some(Frame::Request(b)) = dec.next_frame().unwrap() {
+                    break serde_json::from_slice::<RequestEnvelope>(&b).unwrap();
+                }
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "no hello");
+                dec.feed(&buf[..n]);
+            };
+            let Request::Hello { nonce, .. } = hello.request else { panic!("not a hello: {hello:?}") };
+            s.write_all(&answer("true", Some(nonce))).unwrap();
+            s
+        });
+        let (client, _rx) = AgentClient::connect(&path, Duration::from_secs(5), || true).await.unwrap();
+        let reply = client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
+        let Reply::Hello { agent, .. } = reply else { panic!("{reply:?}") };
+        assert_eq!(agent, "true", "the forged answer was taken");
+        drop(peer.join().unwrap());
     }
 }

@@ -259,7 +259,7 @@ impl Engine {
             let (client, rx) = AgentClient::connect(&state.socket, limit, alive).await.map_err(PodError::Sandbox)?;
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             let wait = retry.map_or(left, |r| r.min(left));
-            let hello = client.send(crate::agent::hello()).await;
+            let hello = client.send(client.hello()).await;
             // Only where the hello is not tried again: `then` would be lost with a connection given up on.
             let next = match then.take_if(|_| retry.is_none()) {
                 Some(r) => Some(client.send(r).await),

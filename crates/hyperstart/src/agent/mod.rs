@@ -464,15 +464,21 @@ impl Agent {
                 self.port_backoff = PORT_RETRY_MIN;
                 self.ever_connected = true;
 
-                let (id, result) = match serde_json::from_slice::<RequestEnvelope>(&b) {
-                    Ok(env) => (env.id, self.request(env.request)),
-                    Err(e) => (0, Err(err(K::Invalid, format!("malformed request: {e}")))),
+                let (id, nonce, result) = match serde_json::from_slice::<RequestEnvelope>(&b) {
+                    Ok(env) => {
+                        let nonce = match &env.request {
+                            Request::Hello { nonce, .. } => Some(*nonce),
+                            _ => None,
+                        };
+                        (env.id, nonce, self.request(env.request))
+                    }
+                    Err(e) => (0, None, Err(err(K::Invalid, format!("malformed request: {e}")))),
                 };
                 let result = match result {
                     Ok(r) => ResponseResult::Ok(r),
                     Err(e) => ResponseResult::Err(e),
                 };
-                let json = serde_json::to_vec(&Response { id, result }).expect("serialisable");
+                let json = serde_json::to_vec(&Response { id, nonce, result }).expect("serialisable");
                 crate::vm::trace("reply");
                 self.send(FrameKind::Response, &json);
                 // Out at once, not after the requests queued behind this one: the daemon pipelines a booted VM's
@@ -672,7 +678,7 @@ impl Agent {
 
     fn request(&mut self, r: Request) -> Result<Reply, AgentError> {
         match r {
-            Request::Hello { version, time_ns, entropy } => {
+            Request::Hello { version, time_ns, entropy, .. } => {
                 if version != agent_proto::VERSION {
                     return Err(err(K::Invalid, format!("protocol version {version} not supported (agent speaks {})", agent_proto::VERSION)));
                 }
