@@ -22,6 +22,8 @@ pub enum Entry {
     Hardlink { path: String, target: String },
     Char { path: String, major: u32, minor: u32 },
     Fifo { path: String },
+    /// A GNU sparse file of `size` bytes: holes, then `data` at its end.
+    Sparse { path: String, size: u64, data: Vec<u8> },
 }
 
 impl Entry {
@@ -96,6 +98,22 @@ pub fn tar_of(entries: &[Entry]) -> Vec<u8> {
                 let mut h = raw_header(path, tar::EntryType::Fifo, 0, 0o600, 0, 0, "");
                 h.set_cksum();
                 b.append(&h, &[][..]).expect("append");
+            }
+            Entry::Sparse { path, size, data } => {
+                let mut h = tar::Header::new_gnu();
+                h.as_gnu_mut().expect("gnu header").name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_entry_type(tar::EntryType::GNUSparse);
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(1_700_000_000);
+                let g = h.as_gnu_mut().expect("gnu header");
+                g.set_real_size(*size);
+                g.sparse[0].set_offset(size - data.len() as u64);
+                g.sparse[0].set_length(data.len() as u64);
+                h.set_cksum();
+                b.append(&h, data.as_slice()).expect("append");
             }
         }
     }

@@ -520,32 +520,68 @@ fn a_half_sent_request_does_not_hold_its_connection() {
     assert_eq!(d.json(&["version"])["server"]["version"], json!(env!("CARGO_PKG_VERSION")), "the daemon serves on");
 }
 
+/// A small disk (a 600 MiB tmpfs) for the image store of a daemon; unmounted when dropped.
+struct SmallDisk {
+    tmp: tempfile::TempDir,
+    disk: PathBuf,
+}
+
+impl SmallDisk {
+    fn new() -> SmallDisk {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("disk");
+        std::fs::create_dir(&disk).unwrap();
+        run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=600m", "tmpfs", disk.to_str().unwrap()]));
+        SmallDisk { tmp, disk }
+    }
+
+    fn daemon(&self) -> Daemon {
+        Daemon::start(&["--root", self.disk.join("root").to_str().unwrap()])
+    }
+
+    /// Loads a one-layer image of `entries` into `d`, which must refuse it; returns the error.
+    fn load_fails(&self, d: &Daemon, entries: Vec<Entry>, compression: Compression) -> String {
+        let mut l = Layout::new(&self.tmp.path().join("oci"));
+        let m = l.image(&[(entries, compression)], json!({}), "amd64");
+        l.tag(&m, "bomb:1");
+        d.fails(&["load", "-i", l.dir.to_str().unwrap()])
+    }
+
+    fn free_mib(&self) -> u64 {
+        let free = String::from_utf8(Command::new("df").args(["--output=avail", "-B1M"]).arg(&self.disk).output().unwrap().stdout).unwrap();
+        free.lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.disk).status();
+    }
+}
+
 /// A layer that unpacks to more than the disk holds (a compression bomb: here 200 MiB of zeros in 200 KiB)
 /// stops before the disk fills, with an error that says so, and leaves nothing: the rest of the host keeps
 /// its disk. It used to write until the disk was full.
 #[test]
 fn a_layer_that_would_fill_the_disk_stops_short() {
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = tmp.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=600m", "tmpfs", disk.to_str().unwrap()]));
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _u = Unmount(disk.clone());
-    let d = Daemon::start(&["--root", disk.join("root").to_str().unwrap()]);
-    let mut l = Layout::new(&tmp.path().join("oci"));
-    let m = l.image(&[(vec![Entry::file("zeros", &vec![0u8; 200 << 20])], Compression::Gzip)], json!({}), "amd64");
-    l.tag(&m, "bomb:1");
-    let err = d.fails(&["load", "-i", l.dir.to_str().unwrap()]);
+    let disk = SmallDisk::new();
+    let d = disk.daemon();
+    let err = disk.load_fails(&d, vec![Entry::file("zeros", &vec![0u8; 200 << 20])], Compression::Gzip);
     assert!(err.contains("MiB free: unpacking stops before it fills"), "{err}");
     assert_store_empty(&d);
-    let free = String::from_utf8(Command::new("df").args(["--output=avail", "-B1M"]).arg(&disk).output().unwrap().stdout).unwrap();
-    let free: u64 = free.lines().nth(1).unwrap().trim().parse().unwrap();
-    assert!(free > 550, "the disk is given back: {free} MiB free");
+    assert!(disk.free_mib() > 550, "the disk is given back: {} MiB free", disk.free_mib());
+    drop(d);
+}
+
+/// A sparse file that lists a terabyte of holes in a few bytes is refused before any of it is written. It
+/// used to be written out, zeros and all, until the disk's reserve was reached.
+#[test]
+fn a_sparse_file_larger_than_the_disk_is_refused_before_it_is_written() {
+    let disk = SmallDisk::new();
+    let d = disk.daemon();
+    let err = disk.load_fails(&d, vec![Entry::Sparse { path: "holes".into(), size: 1 << 40, data: vec![b'x'; 512] }], Compression::None);
+    assert!(err.contains("holes") && err.contains("this file is 1048576 MiB and the image store's disk has"), "{err}");
+    assert_store_empty(&d);
     drop(d);
 }
 

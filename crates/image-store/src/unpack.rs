@@ -414,6 +414,22 @@ impl Unpacker {
                 Ok(0)
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                // A file that cannot fit is refused before a byte of it is written: a sparse entry can list
+                // a terabyte of holes in a few bytes, which would cost the time to write it out up to the
+                // reserve below.
+                let size = entry.size();
+                if size >= SPACE_CHECK_EVERY {
+                    if let Some(free) = free_bytes(&parent).filter(|f| f.saturating_sub(SPACE_RESERVE) < size) {
+                        return Err(UnpackError::Entry {
+                            path: shown.to_string(),
+                            reason: format!(
+                                "this file is {} MiB and the image store's disk has {} MiB free: unpacking stops before it fills",
+                                size >> 20,
+                                free >> 20
+                            ),
+                        });
+                    }
+                }
                 self.clear(&parent, &p, false, shown)?;
                 let fd = sys::openat(pfd, &name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
                     .map_err(|e| io_err(shown, e))?;
