@@ -163,10 +163,9 @@ pub fn lifecycle(driver: &str) {
     assert_eq!(d.inspect("done")["containers"][0]["exit_code"], json!(0));
     d.ok(&["rm", "done"]);
 
-    // rm of a running pod needs -f; rm removes everything
-    let err = d.fails(&["rm", "new"]);
-    assert!(err.contains("is running"), "{err}");
-    d.ok(&["rm", "-f", "new"]);
+    // rm of a running pod stops it first (as Hyper's did), its containers' stop signal and all; rm removes
+    // everything
+    d.ok(&["rm", "new"]);
     assert_sandbox_gone(&d, &sb);
     d.ok(&["rm", "old", "big"]);
     assert_eq!(d.entries("pods"), Vec::<String>::new(), "nothing of the pods is left under the root");
@@ -552,7 +551,10 @@ pub fn podfile_fields(driver: &str) {
              "volumes": [{"volume": "data", "path": "/mnt/data", "readOnly": true}]},
             // Neither files nor volumes: a VM's daemon looks the user and program up on the host.
             {"name": "u", "image": "busybox", "command": ["sleep", "1001"], "envs": [{"env": "PATH", "value": "/usr/bin:/bin"}],
-             "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]}}],
+             "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]}},
+            // Says on the host that it got its stop signal.
+            {"name": "t", "image": "busybox", "command": ["sh", "-c", "trap 'echo stopped > /host/by-rm; exit 0' TERM; while :; do sleep 0.1; done"],
+             "volumes": [{"volume": "host", "path": "/host"}]}],
         "files": [{"name": "cfg", "encoding": "raw", "content": "key=value\n"},
                   {"name": "bin", "encoding": "base64", "content": "IyEvYmluL3NoCmVjaG8gaGVsbG8gZnJvbSBmaWxlCg=="}],
         "volumes": [{"name": "data", "source": "", "format": ""},
@@ -585,7 +587,9 @@ pub fn podfile_fields(driver: &str) {
     // pod-owned volume lives under the pod and goes with it; the host directory stays
     let pod_id = d.inspect("fields")["id"].as_str().unwrap().to_string();
     assert!(d.root.join("pods").join(&pod_id).join("volumes/data/x").exists());
-    d.ok(&["rm", "-f", "fields"]);
+    // rm of a running pod stops it as `stop` does (Hyper's rm did too): its containers get their stop signal
+    d.ok(&["rm", "fields"]);
+    assert_eq!(std::fs::read_to_string(host_dir.join("by-rm")).unwrap_or_default().trim(), "stopped");
     assert!(!d.root.join("pods").join(&pod_id).exists());
     assert!(host_dir.join("from-pod").exists(), "a vfs volume's host directory is not the pod's to delete");
 

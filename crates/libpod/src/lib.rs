@@ -24,6 +24,7 @@ use sandbox::Driver;
 
 pub use io::{AttachHandle, Chunk, ExecHandle, InputHandle, LogOptions};
 pub use store::{ContainerRecord, PodRecord, PodState};
+pub use lifecycle::DEFAULT_STOP_TIMEOUT;
 
 /// Errors of pod operations; the variant is the API's error kind, the string says everything.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,9 @@ use crate::{Engine, PodError, chain, now, random_id};
 /// Extra time, beyond a stop's grace period, for the agent to report exits.
 const EXIT_SLACK: Duration = Duration::from_secs(10);
 
+/// How long a stop waits for containers to end after their stop signal, unless told otherwise.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn agent_err(what: &str, e: AgentError) -> PodError {
     PodError::Sandbox(format!("{what}: {}", e.message))
 }
@@ -562,17 +565,16 @@ impl Engine {
         Ok(rec)
     }
 
-    /// Removes a pod and everything it owns (writable layers, pod volumes, logs). A running pod needs `force`.
+    /// Removes a pod and everything it owns (writable layers, pod volumes, logs). A running pod is stopped first,
+    /// as `stop` does ([`DEFAULT_STOP_TIMEOUT`] for its containers to end); with `force` its containers are
+    /// killed at once.
     pub async fn remove(&self, key: &str, force: bool) -> Result<PodRecord, PodError> {
         let id = self.store.resolve(key)?.id;
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         let mut rec = self.store.resolve(&id)?;
         if rec.state == PodState::Running {
-            if !force {
-                return Err(PodError::Conflict(format!("pod {} is running: stop it first, or remove it with --force", rec.name)));
-            }
-            rec = self.stop_locked(&id, Duration::from_secs(0)).await?;
+            rec = self.stop_locked(&id, if force { Duration::ZERO } else { DEFAULT_STOP_TIMEOUT }).await?;
         }
         if let Some(sb) = &rec.sandbox {
             self.destroy_sandbox(sb).await;
@@ -621,7 +623,7 @@ impl Engine {
         let rt = self.runtime(&old.id).ok_or_else(|| PodError::Conflict(format!("pod {} has no live sandbox", old.name)))?;
 
         let t0 = Instant::now();
-        self.stop_containers(&old, &rt, Duration::from_secs(10)).await;
+        self.stop_containers(&old, &rt, DEFAULT_STOP_TIMEOUT).await;
         let stopped = t0.elapsed();
         rt.agent.call(Request::ResetPod).await.map_err(|e| agent_err("resetting the sandbox", e))?;
         self.detach_storage(&old, &rt.sandbox);

@@ -100,7 +100,7 @@ pub struct StopArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
-    /// Stop running pods first.
+    /// Kill running pods' containers at once (without -f a running pod is stopped as `stop` does first).
     #[arg(short, long)]
     force: bool,
     #[arg(required = true)]

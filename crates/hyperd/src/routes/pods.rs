@@ -66,7 +66,7 @@ pub async fn stop(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let pod = pod_param(&q)?;
     let secs: u64 = match web::query_one(&q, "time") {
         Some(t) => t.parse().map_err(|_| api_error(ErrorKind::InvalidArgument, format!("invalid time {t:?}")))?,
-        None => 10,
+        None => libpod::DEFAULT_STOP_TIMEOUT.as_secs(),
     };
     let p = d.engine.stop(&pod, Duration::from_secs(secs)).await.map_err(|e| pod_error(&e))?;
     Ok(web::ok(&summary(&p, d.engine.driver().name())))
