@@ -680,6 +680,33 @@ pub fn processes_and_logs(driver: &str) {
     d.ok(&["rm", "-f", "procs"]);
 }
 
+/// A sandbox that stops answering (its agent, or the VM, frozen) does not hold its pod forever: `rm -f` gives up
+/// on the agent after a bounded wait, ends the sandbox, and leaves nothing. It used to wait forever for the
+/// answer to its stop request, holding the pod's lock, so that no later stop or rm of the pod could run either.
+pub fn a_frozen_sandbox_is_removed(driver: &str) {
+    let d = Daemon::with_driver(driver, &[]);
+    let pf = d.podfile("frozen.json", &long_running_pod("frozen"));
+    d.ok(&["run", "-d", &pf]);
+    let sb = sandbox_id(&d, "frozen");
+    let pid = d.inspect("frozen")["sandbox"]["pid"].as_i64().unwrap() as i32;
+    // SAFETY: a signal to the sandbox process the daemon started for this test.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut rm = d.cmd(&["rm", "-f", "frozen"]).stdin(std::process::Stdio::null()).spawn().unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(90), || {
+        status = rm.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = rm.kill();
+        // SAFETY: as above; the sandbox goes on, so that the daemon's cleanup can end it.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    assert!(status.is_some_and(|s| s.success()), "rm -f of a frozen sandbox: {status:?}\n{}", d.log());
+    assert_sandbox_gone(&d, &sb);
+    assert_eq!(d.json(&["list"]), json!([]));
+}
+
 macro_rules! pod_suite {
     ($driver:literal: $($name:ident),* $(,)?) => {
         $( #[test] fn $name() { super::$name($driver) } )*
@@ -687,9 +714,9 @@ macro_rules! pod_suite {
 }
 
 mod ns {
-    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, a_restart_while_the_daemon_is_down_loses_no_output, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("ns": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, a_restart_while_the_daemon_is_down_loses_no_output, bad_podfiles, podfile_fields, confinement, processes_and_logs, a_frozen_sandbox_is_removed);
 }
 
 mod qemu {
-    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, a_restart_while_the_daemon_is_down_loses_no_output, bad_podfiles, podfile_fields, confinement, processes_and_logs);
+    pod_suite!("qemu": shared_namespaces, lifecycle, run_tty, daemon_restart, unrecorded_sandbox_removed_at_restart, symlinked_root_loses_nothing, stalled_clients_hold_up_nothing_else, replace_leaves_no_process_of_the_old_pod, output_of_a_container_that_ended_while_the_daemon_was_down_is_all_logged, a_hostile_passwd_file_holds_up_no_exec, client_sessions_behave_like_a_terminal, a_container_ends_with_its_program, a_restart_while_the_daemon_is_down_loses_no_output, bad_podfiles, podfile_fields, confinement, processes_and_logs, a_frozen_sandbox_is_removed);
 }

@@ -23,13 +23,29 @@ pub enum Inbound {
     Disconnected(String),
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, AgentError>>>>>;
+/// The requests waiting for their responses, and why the connection ended once it has: a request sent after
+/// that fails at once (no reader is left to answer it).
+#[derive(Default, Debug)]
+struct Waiters {
+    by_id: HashMap<u64, oneshot::Sender<Result<Reply, AgentError>>>,
+    ended: Option<String>,
+}
+
+type Pending = Arc<Mutex<Waiters>>;
 
 /// The response to a request sent with [`AgentClient::send`], to be waited for.
 pub struct PendingReply(Option<oneshot::Receiver<Result<Reply, AgentError>>>);
 
+/// The longest any request waits for its answer: beyond the agent's own limit on a container's set-up (2
+/// minutes), an agent that has not answered is stuck (a frozen guest), and what waits holds the pod's lock.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(180);
+
 impl PendingReply {
     pub async fn wait(self) -> Result<Reply, AgentError> {
+        self.wait_timeout(ANSWER_LIMIT).await
+    }
+
+    async fn wait_unbounded(self) -> Result<Reply, AgentError> {
         match self.0 {
             Some(r) => r.await.unwrap_or_else(|_| Err(lost("closed"))),
             None => Err(lost("closed")),
@@ -38,7 +54,7 @@ impl PendingReply {
 
     /// Like [`PendingReply::wait`] but gives up after `timeout`.
     pub async fn wait_timeout(self, timeout: Duration) -> Result<Reply, AgentError> {
-        match tokio::time::timeout(timeout, self.wait()).await {
+        match tokio::time::timeout(timeout, self.wait_unbounded()).await {
             Ok(r) => r,
             Err(_) => Err(AgentError::new(AgentErrorKind::Failed, format!("the agent did not answer within {}s", timeout.as_secs()))),
         }
@@ -91,7 +107,7 @@ impl AgentClient {
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (itx, irx) = mpsc::unbounded_channel();
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let pending: Pending = Arc::new(Mutex::new(Waiters::default()));
         tokio::spawn(async move {
             while let Some(mut buf) = wrx.recv().await {
                 // Coalesce what is queued into one write.
@@ -135,7 +151,7 @@ impl AgentClient {
                     match dec.next_frame() {
                         Ok(Some(Frame::Response(b))) => match serde_json::from_slice::<Response>(&b) {
                             Ok(r) => {
-                                if let Some(w) = p2.lock().await.remove(&r.id) {
+                                if let Some(w) = p2.lock().await.by_id.remove(&r.id) {
                                     let _ = w.send(match r.result {
                                         ResponseResult::Ok(x) => Ok(x),
                                         ResponseResult::Err(e) => Err(e),
@@ -165,8 +181,12 @@ impl AgentClient {
                     }
                 }
             };
-            for (_, w) in p2.lock().await.drain() {
-                let _ = w.send(Err(lost(&reason)));
+            {
+                let mut waiters = p2.lock().await;
+                for (_, w) in waiters.by_id.drain() {
+                    let _ = w.send(Err(lost(&reason)));
+                }
+                waiters.ended = Some(reason.clone());
             }
             let _ = itx.send(Inbound::Disconnected(reason));
         });
@@ -195,12 +215,19 @@ impl AgentClient {
     pub async fn send(&self, request: Request) -> PendingReply {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (w, r) = oneshot::channel();
-        self.pending.lock().await.insert(id, w);
+        {
+            let mut waiters = self.pending.lock().await;
+            if let Some(reason) = &waiters.ended {
+                let _ = w.send(Err(lost(reason)));
+                return PendingReply(Some(r));
+            }
+            waiters.by_id.insert(id, w);
+        }
         let json = serde_json::to_vec(&RequestEnvelope { id, request }).expect("serialisable");
         let mut frame = Vec::with_capacity(json.len() + 12);
         agent_proto::encode(&mut frame, FrameKind::Request, &json);
         if self.tx.send(frame).is_err() {
-            self.pending.lock().await.remove(&id);
+            self.pending.lock().await.by_id.remove(&id);
             return PendingReply(None);
         }
         PendingReply(Some(r))
@@ -280,5 +307,41 @@ mod tests {
         let Reply::Hello { agent, .. } = reply else { panic!("{reply:?}") };
         assert_eq!(agent, "true", "the forged answer was taken");
         drop(peer.join().unwrap());
+    }
+
+    /// A request sent after the connection ended fails at once. It used to wait forever: the reader that answers
+    /// requests was gone, and a stop or replace that lost its VM hung holding the pod's lock.
+    #[tokio::test]
+    async fn a_request_after_the_connection_ended_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut dec = Decoder::new();
+            let mut buf = [0u8; 4096];
+            let hello = loop {
+                if let Some(Frame::Request(b)) = dec.next_frame().unwrap() {
+                    break serde_json::from_slice::<RequestEnvelope>(&b).unwrap();
+                }
+                let n = s.read(&mut buf).unwrap();
+                dec.feed(&buf[..n]);
+            };
+            let Request::Hello { nonce, .. } = hello.request else { panic!("not a hello") };
+            s.write_all(&answer("true", Some(nonce))).unwrap();
+            // The sandbox dies.
+        });
+        let (client, mut rx) = AgentClient::connect(&path, Duration::from_secs(5), || true).await.unwrap();
+        client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
+        peer.join().unwrap();
+        loop {
+            match rx.recv().await {
+                Some(Inbound::Disconnected(_)) | None => break,
+                Some(_) => {}
+            }
+        }
+        let r = tokio::time::timeout(Duration::from_secs(5), client.call(Request::ResetPod)).await;
+        let e = r.expect("the request fails at once, not when the pod's lock is given up").unwrap_err();
+        assert!(e.message.contains("agent connection lost"), "{e}");
     }
 }

@@ -427,13 +427,16 @@ impl Engine {
         }
         let latest = self.store.get(&rec.id).ok().flatten();
         let mut waits = Vec::new();
+        // The agent answers a stop at once (the exit comes later): one that does not is stuck, and the
+        // teardown that follows ends its sandbox.
+        let answered_by = tokio::time::Instant::now() + EXIT_SLACK;
         for (c, rx) in pending {
             let running = latest.as_ref().and_then(|r| r.containers.iter().find(|x| x.id == c.id)).is_some_and(|x| x.status.state == "running");
             if !running {
                 continue;
             }
             let req = Request::StopContainer { id: c.id.clone(), signal: c.stop_signal, timeout_ms: grace.as_millis() as u64 };
-            match rt.agent.call(req).await {
+            match rt.agent.call_timeout(req, answered_by.saturating_duration_since(tokio::time::Instant::now())).await {
                 Ok(_) => waits.push(rx),
                 Err(e) => log::warn!("pod {}: stopping container {}: {}", rec.id, c.name, e.message),
             }
@@ -625,7 +628,7 @@ impl Engine {
         let t0 = Instant::now();
         self.stop_containers(&old, &rt, DEFAULT_STOP_TIMEOUT).await;
         let stopped = t0.elapsed();
-        rt.agent.call(Request::ResetPod).await.map_err(|e| agent_err("resetting the sandbox", e))?;
+        rt.agent.call_timeout(Request::ResetPod, EXIT_SLACK).await.map_err(|e| agent_err("resetting the sandbox", e))?;
         self.detach_storage(&old, &rt.sandbox);
         let reset = t0.elapsed();
         // Hand the sandbox over.
@@ -665,7 +668,7 @@ impl Engine {
         }
         let rt = self.runtime(&rec.id).ok_or_else(|| PodError::Conflict(format!("pod {} has no live sandbox", rec.name)))?;
         for c in rec.containers.iter().filter(|c| c.status.state == "running") {
-            match rt.agent.call(Request::SignalContainer { id: c.id.clone(), signal, all: false }).await {
+            match rt.agent.call_timeout(Request::SignalContainer { id: c.id.clone(), signal, all: false }, EXIT_SLACK).await {
                 Ok(_) => {}
                 // Between two runs of its restart policy: nothing to signal.
                 Err(e) if e.kind == agent_proto::AgentErrorKind::Conflict => {}
