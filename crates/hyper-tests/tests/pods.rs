@@ -544,7 +544,8 @@ pub fn podfile_fields(driver: &str) {
              "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]},
              "volumes": [{"volume": "data", "path": "/data"}, {"volume": "host", "path": "/host"}],
              "files": [{"filename": "cfg", "path": "/etc/app/", "perm": "0640", "user": "app", "group": "staff"},
-                       {"filename": "bin", "path": "/usr/local/bin/hello.sh", "perm": "0755"}],
+                       {"filename": "bin", "path": "/usr/local/bin/hello.sh", "perm": "0755"},
+                       {"filename": "resolv", "path": "/etc/resolv.conf"}],
              "sysctl": {"net.ipv4.ip_unprivileged_port_start": "80"},
              "ulimits": [{"Name": "nofile", "Soft": 1234, "Hard": 2345}]},
             {"name": "r", "image": "busybox", "command": ["sleep", "1000"], "readOnly": true,
@@ -556,7 +557,8 @@ pub fn podfile_fields(driver: &str) {
             {"name": "t", "image": "busybox", "command": ["sh", "-c", "trap 'echo stopped > /host/by-rm; exit 0' TERM; while :; do sleep 0.1; done"],
              "volumes": [{"volume": "host", "path": "/host"}]}],
         "files": [{"name": "cfg", "encoding": "raw", "content": "key=value\n"},
-                  {"name": "bin", "encoding": "base64", "content": "IyEvYmluL3NoCmVjaG8gaGVsbG8gZnJvbSBmaWxlCg=="}],
+                  {"name": "bin", "encoding": "base64", "content": "IyEvYmluL3NoCmVjaG8gaGVsbG8gZnJvbSBmaWxlCg=="},
+                  {"name": "resolv", "encoding": "raw", "content": "nameserver 192.0.2.53\n"}],
         "volumes": [{"name": "data", "source": "", "format": ""},
                     {"name": "host", "source": host_dir.to_str().unwrap(), "format": "vfs"}]
     }));
@@ -573,6 +575,9 @@ pub fn podfile_fields(driver: &str) {
     assert_eq!(d.sh("fields/w", "stat -c '%a %U %G' /etc/app/cfg").trim(), "640 app staff");
     assert_eq!(d.sh("fields/w", "cat /etc/app/cfg"), "key=value\n");
     assert_eq!(d.sh("fields/w", "/usr/local/bin/hello.sh").trim(), "hello from file");
+    // a pod file in place of one of the files the pod makes (Hyper's users mapped their own resolv.conf)
+    assert_eq!(d.sh("fields/w", "cat /etc/resolv.conf"), "nameserver 192.0.2.53\n");
+    assert!(d.sh("fields/r", "cat /etc/resolv.conf").contains("nameserver"), "the other containers keep the pod's");
 
     assert_eq!(d.sh("fields/w", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start").trim(), "80");
     assert_eq!(d.sh("fields/w", "ulimit -n").trim(), "1234");

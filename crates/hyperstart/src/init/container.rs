@@ -193,8 +193,10 @@ fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<
         binds.push(Bind { fd, is_dir, dest: PathBuf::from(&m.destination), read_only: m.read_only });
     }
     for (file, dest) in [("hosts", "/etc/hosts"), ("hostname", "/etc/hostname"), ("resolv.conf", "/etc/resolv.conf")] {
-        // A volume mounted over /etc wins over the pod's files.
-        if c.mounts.iter().any(|m| m.destination.trim_end_matches('/') == "/etc" || m.destination == dest) {
+        // A volume mounted over /etc, or a file the podfile puts there, wins over the pod's files.
+        if c.mounts.iter().any(|m| m.destination.trim_end_matches('/') == "/etc" || m.destination == dest)
+            || c.files.iter().any(|f| Path::new(&f.path) == Path::new(dest))
+        {
             continue;
         }
         let (fd, is_dir) = open_path(&format!("{pod_dir}/{file}"))?;
