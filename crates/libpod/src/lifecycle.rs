@@ -63,19 +63,54 @@ fn hosts_file(hostname: &str, ip: Option<&str>) -> String {
     format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{me}\t{hostname}\n")
 }
 
-fn resolv_conf(rec: &PodRecord) -> String {
-    if rec.dns.is_empty() && rec.dns_search.is_empty() && rec.dns_options.is_empty() {
-        return std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+/// A nameserver on the host's loopback (systemd-resolved's 127.0.0.53, a local dnsmasq) that a pod, in a network
+/// namespace or a VM of its own, cannot reach.
+fn is_loopback_nameserver(addr: &str) -> bool {
+    addr.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// The host's resolver configuration as a pod gets it: where /etc/resolv.conf names only loopback nameservers,
+/// systemd-resolved's list of the real ones (what Docker does).
+fn host_resolv_conf() -> String {
+    let etc = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let servers: Vec<&str> = etc.lines().filter_map(|l| l.strip_prefix("nameserver")).map(str::trim).collect();
+    if !servers.is_empty() && servers.iter().all(|s| is_loopback_nameserver(s)) {
+        if let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            return upstream;
+        }
+    }
+    etc
+}
+
+/// A pod's /etc/resolv.conf: the host's nameservers, search domains and options (loopback nameservers left out),
+/// each replaced by the podfile's `dns`, `dnsSearch` or `dnsOptions` when it gives them.
+fn resolv_conf(host: &str, dns: &[String], search: &[String], options: &[String]) -> String {
+    let mut host_servers = Vec::new();
+    let (mut host_search, mut host_options) = (None, Vec::new());
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => host_servers.extend(words.next().filter(|a| !is_loopback_nameserver(a))),
+            Some("search") | Some("domain") => host_search = Some(words.collect::<Vec<_>>().join(" ")),
+            Some("options") => host_options.extend(words),
+            _ => {}
+        }
     }
     let mut s = String::new();
-    for d in &rec.dns {
-        s.push_str(&format!("nameserver {d}\n"));
+    if dns.is_empty() {
+        host_servers.iter().for_each(|d| s.push_str(&format!("nameserver {d}\n")));
+    } else {
+        dns.iter().for_each(|d| s.push_str(&format!("nameserver {d}\n")));
     }
-    if !rec.dns_search.is_empty() {
-        s.push_str(&format!("search {}\n", rec.dns_search.join(" ")));
+    match (search.is_empty(), host_search) {
+        (false, _) => s.push_str(&format!("search {}\n", search.join(" "))),
+        (true, Some(h)) if !h.is_empty() => s.push_str(&format!("search {h}\n")),
+        _ => {}
     }
-    if !rec.dns_options.is_empty() {
-        s.push_str(&format!("options {}\n", rec.dns_options.join(" ")));
+    if !options.is_empty() {
+        s.push_str(&format!("options {}\n", options.join(" ")));
+    } else if !host_options.is_empty() {
+        s.push_str(&format!("options {}\n", host_options.join(" ")));
     }
     s
 }
@@ -96,7 +131,7 @@ fn pod_setup(rec: &PodRecord, sb: &SandboxState) -> PodSetup {
     PodSetup {
         hostname: rec.hostname.clone(),
         hosts: hosts_file(&rec.hostname, ip),
-        resolv_conf: resolv_conf(rec),
+        resolv_conf: resolv_conf(&host_resolv_conf(), &rec.dns, &rec.dns_search, &rec.dns_options),
         shm_size: 64 << 20,
         interfaces,
     }
@@ -1022,4 +1057,29 @@ fn share_name(pod: &str, volume: &str) -> String {
 /// The host end of sandbox `id`'s network link (a tap or a veth): `hv` and the id's random part.
 fn host_if_of(id: &str) -> String {
     format!("hv{}", id.get(2..).unwrap_or(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolv_conf;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    const HOST: &str = "# generated\nnameserver 127.0.0.53\nnameserver 192.0.2.1\nsearch corp.example\noptions edns0 trust-ad\n";
+
+    #[test]
+    fn the_host_resolver_without_its_loopback_nameservers() {
+        assert_eq!(resolv_conf(HOST, &[], &[], &[]), "nameserver 192.0.2.1\nsearch corp.example\noptions edns0 trust-ad\n");
+    }
+
+    /// A podfile with only dnsSearch used to get a resolv.conf with no nameserver at all.
+    #[test]
+    fn each_podfile_field_replaces_its_own_part_only() {
+        assert_eq!(resolv_conf(HOST, &[], &v(&["pod.local"]), &[]), "nameserver 192.0.2.1\nsearch pod.local\noptions edns0 trust-ad\n");
+        assert_eq!(resolv_conf(HOST, &[], &[], &v(&["ndots:2"])), "nameserver 192.0.2.1\nsearch corp.example\noptions ndots:2\n");
+        assert_eq!(resolv_conf(HOST, &v(&["198.51.100.7"]), &[], &[]), "nameserver 198.51.100.7\nsearch corp.example\noptions edns0 trust-ad\n");
+        assert_eq!(resolv_conf("", &v(&["198.51.100.7"]), &v(&["a", "b"]), &v(&["rotate"])), "nameserver 198.51.100.7\nsearch a b\noptions rotate\n");
+    }
 }
