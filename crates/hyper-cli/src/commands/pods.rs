@@ -119,8 +119,10 @@ pub struct ReplaceArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// Give the process a terminal; on a terminal, what is typed goes to it too.
     #[arg(short, long)]
     tty: bool,
+    /// Send standard input to the process.
     #[arg(short, long)]
     interactive: bool,
     /// POD or POD/CONTAINER.
@@ -425,17 +427,13 @@ pub async fn replace(c: &Client, a: ReplaceArgs) -> CmdResult {
 
 pub async fn exec(c: &Client, a: ExecArgs) -> CmdResult {
     let (pod, container) = split_target(&a.target);
-    let mut path = format!(
-        "/pods/exec?pod={}&cmd={}&tty={}&stdin={}",
-        q(pod),
-        q(&serde_json::to_string(&a.command)?),
-        a.tty,
-        a.interactive
-    );
+    // As with `run -t`, and Hyper's `exec -t POD sh`: a terminal given to the process takes what is typed.
+    let stdin = a.interactive || (a.tty && std::io::stdin().is_terminal());
+    let mut path = format!("/pods/exec?pod={}&cmd={}&tty={}&stdin={stdin}", q(pod), q(&serde_json::to_string(&a.command)?), a.tty);
     if let Some(cn) = container {
         path.push_str(&format!("&container={}", q(cn)));
     }
-    let code = stream::session(c, Method::POST, &path, a.interactive, a.tty).await?;
+    let code = stream::session(c, Method::POST, &path, stdin, a.tty).await?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
