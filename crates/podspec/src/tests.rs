@@ -145,3 +145,11 @@ fn keys_in_the_wrong_case_are_renamed_up_to_a_bound() {
     let e = parse(&pod(300), Format::Json).unwrap_err().to_string();
     assert!(e.contains("more than 256 keys differ from their field's name in case only"), "{e}");
 }
+
+#[test]
+fn a_zero_resource_is_the_default() {
+    let p = parse(r#"{"resource":{"vcpu":0,"memory":0},"containers":[{"image":"a"}]}"#, Format::Json).unwrap();
+    assert_eq!(p.resource(), Resource { vcpu: 1, memory: 128 });
+    let p = parse(r#"{"resource":{"vcpu":2,"memory":0},"containers":[{"image":"a"}]}"#, Format::Json).unwrap();
+    assert_eq!(p.resource(), Resource { vcpu: 2, memory: 128 });
+}

@@ -277,8 +277,11 @@ fn port_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 impl PodSpec {
+    /// The pod's vCPUs and memory; a 0 means the default, as in Hyper, whose Go tools wrote 0 for a value not set.
     pub fn resource(&self) -> Resource {
-        self.resource.unwrap_or_default()
+        let r = self.resource.unwrap_or_default();
+        let or = |v: u32, default: u32| if v == 0 { default } else { v };
+        Resource { vcpu: or(r.vcpu, DEFAULT_VCPU), memory: or(r.memory, DEFAULT_MEMORY_MB) }
     }
 }
 

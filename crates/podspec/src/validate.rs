@@ -83,8 +83,8 @@ pub fn validate(p: &PodSpec) -> Result<(), SpecError> {
     if p.containers.is_empty() {
         return Err(SpecError::new("containers", "a pod needs at least one container"));
     }
-    if let Some(r) = &p.resource {
-        validate_resource(r)?;
+    if p.resource.is_some() {
+        validate_resource(&p.resource())?;
     }
 
     let mut files = HashSet::new();
