@@ -184,6 +184,8 @@ pub struct Agent {
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Connection output beyond which stream data waits.
 const CONN_HIGH_WATER: usize = 4 << 20;
+/// How often a restart held back by output the host has not taken looks again.
+const RESTART_WHILE_FULL: Duration = Duration::from_secs(1);
 /// How often a VM's agent looks at its port again while no host is connected, from every 10 ms to every
 /// 500 ms. The port signals (SIGIO) when a host connects, and the agent looks at once then; these delays
 /// cover a signal that came before the agent asked for it.
@@ -627,6 +629,15 @@ impl Agent {
     fn restart(&mut self, id: &str) {
         let Some(p) = self.containers.get_mut(id) else { return };
         if p.restart_at.take().is_none() || p.stopping {
+            return;
+        }
+        // Each run's last output is kept whole, beyond the streams' bound (take_rest): while no host takes
+        // it (hyperd away), a container that keeps failing would pile up a pipe's worth per run until the
+        // guest runs out of memory. Past twice the bound (~16 runs), it restarts once the host has taken some.
+        if [Some(p.stdout), p.stderr].into_iter().flatten().any(|s| self.outs.get(&s).is_some_and(|o| o.holds_restarts())) {
+            let at = Instant::now() + RESTART_WHILE_FULL;
+            p.restart_at = Some(at);
+            self.timers.push((at, Timer::Restart(id.to_string())));
             return;
         }
         let Some(mut config) = p.config.clone() else { return };

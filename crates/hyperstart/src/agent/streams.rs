@@ -31,6 +31,12 @@ pub struct Out {
 }
 
 impl Out {
+    /// Holds twice its bound, or more, that the host has not taken: output of earlier runs of a restarting
+    /// process, each of which leaves up to a pipe's worth beyond the bound ([`Out::take_rest`]).
+    pub fn holds_restarts(&self) -> bool {
+        self.buf.len() >= 2 * OUT_BUFFER
+    }
+
     pub fn wants_read(&self) -> bool {
         self.fd.is_some() && self.buf.len() < OUT_BUFFER
     }
