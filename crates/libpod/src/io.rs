@@ -170,6 +170,10 @@ impl Engine {
         let stdin = {
             let mut inner = rt.lock();
             let crt = inner.containers.get_mut(&c.id).ok_or_else(|| PodError::Conflict(format!("container {} is not running", c.name)))?;
+            // Those of clients gone before the container ended: a container that never ends (restarted on
+            // failure) would otherwise keep one per attach ever made.
+            crt.subscribers.retain(|s| !s.is_closed());
+            crt.exit_waiters.retain(|w| !w.is_closed());
             crt.subscribers.push(otx);
             crt.exit_waiters.push(etx);
             crt.stdin
