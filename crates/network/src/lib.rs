@@ -393,17 +393,19 @@ pub fn parse_mapping(container: &str, host: &str, protocol: &str, host_ip: &str)
     Ok(PortMapping { protocol, host_ip, host_port: h0, host_port_end: h1, container_port: c0, container_port_end: c1 })
 }
 
-/// Parses `[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/tcp|/udp]` (the `-p` syntax).
+/// Parses `[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/tcp|/udp]` (the `-p` syntax), or Hyper's
+/// `[tcp|udp:]HOSTPORT:CONTAINERPORT`.
 pub fn parse_spec(s: &str) -> Result<PortMapping, String> {
     let (spec, proto) = match s.rsplit_once('/') {
         Some((a, p)) => (a, p),
         None => (s, "tcp"),
     };
     let parts: Vec<&str> = spec.split(':').collect();
-    let (ip, host, cont) = match parts.as_slice() {
-        [c] => ("", *c, *c),
-        [h, c] => ("", *h, *c),
-        [ip, h, c] => (*ip, *h, *c),
+    let (ip, host, cont, proto) = match parts.as_slice() {
+        [pr @ ("tcp" | "udp"), h, c] if !s.contains('/') => ("", *h, *c, *pr),
+        [c] => ("", *c, *c, proto),
+        [h, c] => ("", *h, *c, proto),
+        [ip, h, c] => (*ip, *h, *c, proto),
         _ => return Err(format!("{s:?}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp]")),
     };
     parse_mapping(cont, host, proto, ip).map_err(|e| format!("{s:?}: {e}"))
@@ -419,6 +421,8 @@ mod tests {
         assert_eq!((m.host_ip, m.host_port, m.container_port, m.protocol), (Some(Ipv4Addr::LOCALHOST), 8080, 80, Protocol::Udp));
         let m = parse_spec("9000-9002:7000-7002").unwrap();
         assert_eq!((m.host_port, m.host_port_end, m.container_port, m.container_port_end), (9000, 9002, 7000, 7002));
+        let h = parse_spec("udp:5353:53").unwrap();
+        assert_eq!((h.host_ip, h.host_port, h.container_port, h.protocol), (None, 5353, 53, Protocol::Udp), "Hyper's form");
         assert!(parse_spec("1:2:3:4").is_err());
         assert!(parse_spec("80-70:80").is_err());
         assert!(parse_spec("8080:80/sctp").is_err());

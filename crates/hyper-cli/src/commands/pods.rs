@@ -78,7 +78,7 @@ pub struct RunArgs {
     /// Memory of the pod, in MiB.
     #[arg(long)]
     memory: Option<u32>,
-    /// Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp] (repeatable).
+    /// Publish a port: [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp], or Hyper's [tcp|udp:]HOSTPORT:CONTAINERPORT (repeatable).
     #[arg(long = "publish", value_name = "PORTS")]
     publish: Vec<String>,
     /// A podfile (an existing .json/.yaml/.yml file), or an image.
@@ -242,10 +242,12 @@ fn parse_publish(p: &str) -> Result<Value, String> {
         None => (p, "tcp"),
     };
     let parts: Vec<&str> = spec.split(':').collect();
-    let (ip, host, cont) = match parts.as_slice() {
-        [h, c] => ("", *h, *c),
-        [ip, h, c] => (*ip, *h, *c),
-        _ => return Err(format!("--publish {p:?}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp]")),
+    let (ip, host, cont, proto) = match parts.as_slice() {
+        // Hyper's own form: [tcp|udp:]HOSTPORT:CONTAINERPORT
+        [pr @ ("tcp" | "udp"), h, c] if !p.contains('/') => ("", *h, *c, *pr),
+        [h, c] => ("", *h, *c, proto),
+        [ip, h, c] => (*ip, *h, *c, proto),
+        _ => return Err(format!("--publish {p:?}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/udp] (or Hyper's [tcp|udp:]HOSTPORT:CONTAINERPORT)")),
     };
     let mut m = json!({"containerPort": cont, "hostPort": host, "protocol": proto});
     if !ip.is_empty() {
@@ -534,7 +536,7 @@ enum PortsAction {
     /// Add port mappings to a pod (applied at once if it runs).
     Add {
         pod: String,
-        /// [HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/udp] (repeatable).
+        /// [HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[-END][/udp], or Hyper's [tcp|udp:]HOSTPORT:CONTAINERPORT (repeatable).
         #[arg(short = 'p', long = "publish", required = true, value_name = "PORTS")]
         ports: Vec<String>,
     },
@@ -582,4 +584,17 @@ pub async fn ports(c: &Client, a: PortsArgs) -> CmdResult {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_takes_dockers_and_hypers_forms() {
+        assert_eq!(parse_publish("127.0.0.1:8080:80/udp").unwrap(), json!({"containerPort": "80", "hostPort": "8080", "protocol": "udp", "hostIP": "127.0.0.1"}));
+        assert_eq!(parse_publish("udp:5353:53").unwrap(), json!({"containerPort": "53", "hostPort": "5353", "protocol": "udp"}));
+        assert_eq!(parse_publish("tcp:8080:80").unwrap(), json!({"containerPort": "80", "hostPort": "8080", "protocol": "tcp"}));
+        assert!(parse_publish("1:2:3:4").is_err());
+    }
 }
