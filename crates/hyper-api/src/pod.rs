@@ -128,4 +128,6 @@ pub struct ContainerInspect {
     pub user: String,
     pub tty: bool,
     pub log_path: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }

@@ -541,7 +541,7 @@ pub fn podfile_fields(driver: &str) {
     let pf = d.podfile("f.json", &json!({
         "id": "fields", "hostname": "fields",
         "containers": [
-            {"name": "w", "image": "busybox", "command": ["sleep", "1000"], "workdir": "/work/dir",
+            {"name": "w", "image": "busybox", "command": ["sleep", "1000"], "workdir": "/work/dir", "labels": {"tier": "web"},
              "envs": [{"env": "MODE", "value": "prod"}, {"env": "PATH", "value": "/bin:/usr/bin"}],
              "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]},
              "volumes": [{"volume": "data", "path": "/data"}, {"volume": "host", "path": "/host"}],
@@ -565,6 +565,7 @@ pub fn podfile_fields(driver: &str) {
                     {"name": "host", "source": host_dir.to_str().unwrap(), "format": "vfs"}]
     }));
     d.ok(&["run", "-d", &pf]);
+    assert_eq!(d.inspect("fields")["containers"][0]["labels"], json!({"tier": "web"}));
     let id = d.sh("fields/w", "id");
     assert!(id.contains("uid=1000(app)") && id.contains("gid=50(staff)") && id.contains("tty"), "{id}");
     let pid1 = d.sh("fields/u", "for p in $(pidof sleep); do grep -q 1001 /proc/$p/cmdline && echo $p; done; true").trim().to_string();

@@ -212,6 +212,7 @@ impl Engine {
                 rlimits: c.ulimits.iter().filter_map(|u| podspec::types_ulimit_known(&u.name).map(|r| (r, u.soft, u.hard))).collect(),
                 volumes: c.volumes.iter().map(|v| (v.volume.clone(), v.path.clone(), v.read_only)).collect(),
                 files: injected,
+                labels: c.labels.clone(),
                 status: ContainerStatus { state: "created".into(), ..ContainerStatus::default() },
             });
         }

@@ -59,6 +59,9 @@ pub struct ContainerRecord {
     /// (volume name, path in the container, read-only)
     pub volumes: Vec<(String, String, bool)>,
     pub files: Vec<agent_proto::InjectedFile>,
+    /// The podfile's labels for this container.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     pub status: ContainerStatus,
 }
 

@@ -153,3 +153,13 @@ fn a_zero_resource_is_the_default() {
     let p = parse(r#"{"resource":{"vcpu":2,"memory":0},"containers":[{"image":"a"}]}"#, Format::Json).unwrap();
     assert_eq!(p.resource(), Resource { vcpu: 2, memory: 128 });
 }
+
+#[test]
+fn cache_modes_and_filesystem_types() {
+    let ok = |c: &str| parse(c, Format::Json).map(|_| ()).map_err(|e| e.to_string());
+    assert_eq!(ok(r#"{"containers":[{"image":"a","cache":"writeback"}],"volumes":[{"name":"v","source":"","cache":"none","fstype":"dir"}]}"#), Ok(()));
+    let e = err(r#"{"containers":[{"image":"a","cache":"fast"}]}"#);
+    assert_eq!(e.path, "containers[0].cache");
+    let e = err(r#"{"containers":[{"image":"a"}],"volumes":[{"name":"v","source":"/srv","format":"vfs","fstype":"xfs"}]}"#);
+    assert_eq!(e.path, "volumes[0].fstype");
+}

@@ -36,6 +36,18 @@ fn unsupported(path: &str, what: &str) -> SpecError {
     SpecError::new(path, format!("{what} is not supported by hyper"))
 }
 
+/// Hyper's disk cache modes (QEMU's, for root filesystems and volumes on block devices). Ours reach a VM through
+/// its 9p share, with the host's page cache: a mode is accepted as Hyper wrote it, and changes nothing.
+const CACHE_MODES: [&str; 6] = ["off", "none", "directsync", "writeback", "unsafe", "writethrough"];
+
+fn check_cache_mode(v: &Option<serde_json::Value>, at: &str) -> Result<(), SpecError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(serde_json::Value::String(m)) if m.is_empty() || CACHE_MODES.contains(&m.as_str()) => Ok(()),
+        Some(other) => Err(SpecError::new(at, format!("unknown cache mode {other} (one of {})", CACHE_MODES.join(", ")))),
+    }
+}
+
 fn present(v: &Option<serde_json::Value>) -> bool {
     match v {
         None | Some(serde_json::Value::Null) => false,
@@ -139,6 +151,12 @@ pub fn validate(p: &PodSpec) -> Result<(), SpecError> {
         if present(&v.option) {
             return Err(unsupported(&format!("{at}.option"), "volume options"));
         }
+        check_cache_mode(&v.cache, &format!("{at}.cache"))?;
+        if !matches!(v.fstype.as_str(), "" | "dir") {
+            // Only block and network volumes (not supported) have a filesystem type to choose; Hyper called a
+            // directory's "dir".
+            return Err(unsupported(&format!("{at}.fstype"), &format!("filesystem type {:?} for a directory volume", v.fstype)));
+        }
     }
 
     let mut names = HashSet::new();
@@ -234,6 +252,7 @@ pub fn validate(p: &PodSpec) -> Result<(), SpecError> {
         if present(&c.ports) {
             return Err(unsupported(&format!("{at}.ports"), "container-level ports (use the pod's portmappings)"));
         }
+        check_cache_mode(&c.cache, &format!("{at}.cache"))?;
         if present(&c.log_path) {
             return Err(unsupported(&format!("{at}.logPath"), "a custom log path"));
         }

@@ -159,6 +159,7 @@ pub fn inspect_pod(d: &Daemon, key: &str) -> Result<api::PodInspect, ApiError> {
                 user: c.user.clone(),
                 tty: c.tty,
                 log_path: d.engine.log_path(&p.id, &c.name).display().to_string(),
+                labels: c.labels.clone(),
             })
             .collect(),
         labels: p.labels.clone(),
