@@ -538,13 +538,16 @@ pub fn podfile_fields(driver: &str) {
     std::fs::set_permissions(&host_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
 
     std::fs::write(host_dir.join("from-host"), "hi from host").unwrap();
+    let host_file = d.dir.path().join("app.conf");
+    std::fs::write(&host_file, "from a host file\n").unwrap();
+    std::fs::set_permissions(&host_file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let pf = d.podfile("f.json", &json!({
         "id": "fields", "hostname": "fields",
         "containers": [
             {"name": "w", "image": "busybox", "command": ["sleep", "1000"], "workdir": "/work/dir", "labels": {"tier": "web"},
              "envs": [{"env": "MODE", "value": "prod"}, {"env": "PATH", "value": "/bin:/usr/bin"}],
              "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]},
-             "volumes": [{"volume": "data", "path": "/data"}, {"volume": "host", "path": "/host"}],
+             "volumes": [{"volume": "data", "path": "/data"}, {"volume": "host", "path": "/host"}, {"volume": "conf", "path": "/etc/app.conf"}],
              "files": [{"filename": "cfg", "path": "/etc/app/", "perm": "0640", "user": "app", "group": "staff"},
                        {"filename": "bin", "path": "/usr/local/bin/hello.sh", "perm": "0755"},
                        {"filename": "resolv", "path": "/etc/resolv.conf"}],
@@ -562,7 +565,9 @@ pub fn podfile_fields(driver: &str) {
                   {"name": "bin", "encoding": "base64", "content": "IyEvYmluL3NoCmVjaG8gaGVsbG8gZnJvbSBmaWxlCg=="},
                   {"name": "resolv", "encoding": "raw", "content": "nameserver 192.0.2.53\n"}],
         "volumes": [{"name": "data", "source": "", "format": ""},
-                    {"name": "host", "source": host_dir.to_str().unwrap(), "format": "vfs"}]
+                    {"name": "host", "source": host_dir.to_str().unwrap(), "format": "vfs"},
+                    // Hyper's file volume: one host file
+                    {"name": "conf", "source": host_file.to_str().unwrap(), "format": "vfs"}]
     }));
     d.ok(&["run", "-d", &pf]);
     assert_eq!(d.inspect("fields")["containers"][0]["labels"], json!({"tier": "web"}));
@@ -592,6 +597,9 @@ pub fn podfile_fields(driver: &str) {
     assert_eq!(d.sh("fields/w", "cat /host/from-host"), "hi from host");
     d.sh("fields/w", "echo from-pod > /host/from-pod");
     assert_eq!(std::fs::read_to_string(host_dir.join("from-pod")).unwrap().trim(), "from-pod");
+    assert_eq!(d.sh("fields/w", "cat /etc/app.conf"), "from a host file\n");
+    d.sh("fields/w", "echo changed in the pod > /etc/app.conf");
+    assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "changed in the pod\n");
     // pod-owned volume lives under the pod and goes with it; the host directory stays
     let pod_id = d.inspect("fields")["id"].as_str().unwrap().to_string();
     assert!(d.root.join("pods").join(&pod_id).join("volumes/data/x").exists());
@@ -600,6 +608,8 @@ pub fn podfile_fields(driver: &str) {
     assert_eq!(std::fs::read_to_string(host_dir.join("by-rm")).unwrap_or_default().trim(), "stopped");
     assert!(!d.root.join("pods").join(&pod_id).exists());
     assert!(host_dir.join("from-pod").exists(), "a vfs volume's host directory is not the pod's to delete");
+    assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "changed in the pod\n", "nor its host file");
+    assert_eq!(mounts_mentioning(d.root.to_str().unwrap()), Vec::<String>::new());
 
     // A user or a program the image does not have: the start fails, naming it, and the pod stays Created.
     for (name, container, expect) in [

@@ -125,8 +125,8 @@ impl Engine {
             } else {
                 let meta = std::fs::metadata(&v.source)
                     .map_err(|e| PodError::InvalidArgument(format!("volume {:?}: source {}: {e}", v.name, v.source)))?;
-                if !meta.is_dir() {
-                    return Err(PodError::InvalidArgument(format!("volume {:?}: source {} is not a directory", v.name, v.source)));
+                if !meta.is_dir() && !meta.is_file() {
+                    return Err(PodError::InvalidArgument(format!("volume {:?}: source {} is neither a directory nor a regular file", v.name, v.source)));
                 }
                 volumes.push(VolumeRecord { name: v.name.clone(), host_path: v.source.clone(), owned: false });
             }

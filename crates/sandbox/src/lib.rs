@@ -160,7 +160,7 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     }
     /// Undoes [`Driver::attach_rootfs`] (the container's processes are gone).
     fn detach_rootfs(&self, s: &SandboxState, container_id: &str) -> Result<(), SandboxError>;
-    /// Makes a host directory visible to the agent; returns the path the agent sees.
+    /// Makes a host directory, or a host file, visible to the agent; returns the path the agent sees.
     fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError>;
     /// Undoes [`Driver::share_dir`].
     fn unshare_dir(&self, s: &SandboxState, name: &str) -> Result<(), SandboxError>;

@@ -419,19 +419,25 @@ impl Driver for QemuDriver {
     }
 
     fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError> {
-        let dir = Self::share(s).join(format!("vol-{name}"));
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        if !sys::mounts_under(&dir).contains(&dir) {
-            sys::mount(&host.display().to_string(), &dir, None, libc::MS_BIND | libc::MS_REC, None)
+        let at = Self::share(s).join(format!("vol-{name}"));
+        let is_dir = std::fs::metadata(host).map_err(io_err(format!("sharing {}", host.display())))?.is_dir();
+        if is_dir {
+            std::fs::create_dir_all(&at).map_err(io_err(format!("creating {}", at.display())))?;
+        } else {
+            // A file (Hyper's file volumes): bind-mounted onto a file of its own in the share.
+            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&at).map_err(io_err(format!("creating {}", at.display())))?;
+        }
+        if !sys::mounts_under(&at).contains(&at) {
+            sys::mount(&host.display().to_string(), &at, None, libc::MS_BIND | libc::MS_REC, None)
                 .map_err(io_err(format!("sharing {}", host.display())))?;
         }
         Ok(format!("{GUEST_SHARE}/vol-{name}"))
     }
 
     fn unshare_dir(&self, s: &SandboxState, name: &str) -> Result<(), SandboxError> {
-        let dir = Self::share(s).join(format!("vol-{name}"));
-        umount_share(&dir)?;
-        let _ = std::fs::remove_dir(&dir);
+        let at = Self::share(s).join(format!("vol-{name}"));
+        umount_share(&at)?;
+        let _ = std::fs::remove_dir(&at).or_else(|_| std::fs::remove_file(&at));
         Ok(())
     }
 
