@@ -683,6 +683,12 @@ pub fn processes_and_logs(driver: &str) {
     let ts = d.ok(&["logs", "--timestamps", "procs/main"]);
     assert!(ts.lines().all(|l| l.len() > 20 && l.as_bytes()[4] == b'-' && l.contains("out ")), "{ts}");
     assert!(d.ok(&["logs", "procs/flaky"]).lines().filter(|l| *l == "try").count() >= 2, "one log across restarts");
+    // Hyper's ways to name a container: POD:CONTAINER, or its id alone
+    let main_id = d.inspect("procs")["containers"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(d.ok(&["logs", &main_id]), "out 1\nout 2\nout 3\nout 4\nout 5\n");
+    assert_eq!(d.ok(&["exec", "procs:main", "echo", "colon"]).trim(), "colon");
+    assert_eq!(d.ok(&["exec", &main_id, "echo", "by id"]).trim(), "by id");
+    assert_eq!(d.inspect(&main_id)["name"], "procs", "inspect of a container id shows its pod");
     // logs -f follows until the container ends
     let f = d.cmd(&["logs", "-f", "procs/main"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));

@@ -101,6 +101,21 @@ fn pick<'a>(rec: &'a PodRecord, container: Option<&str>) -> Result<&'a Container
 }
 
 impl Engine {
+    /// The pod and container a client names: a pod (and maybe one of its containers), or, as Hyper's
+    /// `exec`, `attach` and `logs` took, a container id alone.
+    pub(crate) fn resolve_target(&self, key: &str, container: Option<&str>) -> Result<(PodRecord, Option<String>), PodError> {
+        match self.store.resolve(key) {
+            Ok(rec) => Ok((rec, container.map(str::to_string))),
+            Err(PodError::NotFound(e)) if container.is_none() => self
+                .store
+                .all()?
+                .into_iter()
+                .find_map(|p| p.containers.iter().any(|c| c.id == key).then(|| (p.clone(), Some(key.to_string()))))
+                .ok_or(PodError::NotFound(format!("{e}, nor a container with that id"))),
+            Err(e) => Err(e),
+        }
+    }
+
     fn running_rt(&self, rec: &PodRecord) -> Result<Arc<Runtime>, PodError> {
         if rec.state != PodState::Running {
             return Err(PodError::Conflict(format!("pod {} is not running", rec.name)));
@@ -113,8 +128,8 @@ impl Engine {
         if args.is_empty() {
             return Err(PodError::InvalidArgument("no command to execute".into()));
         }
-        let rec = self.store.resolve(key)?;
-        let c = pick(&rec, container)?;
+        let (rec, container) = self.resolve_target(key, container)?;
+        let c = pick(&rec, container.as_deref())?;
         if c.status.state != "running" {
             return Err(PodError::Conflict(format!("container {} of pod {} is not running", c.name, rec.name)));
         }
@@ -189,8 +204,8 @@ impl Engine {
 
     /// Attaches to a running container: its output from now on, its exit code, its input if it has one.
     pub async fn attach(&self, key: &str, container: Option<&str>) -> Result<AttachHandle, PodError> {
-        let rec = self.store.resolve(key)?;
-        let c = pick(&rec, container)?;
+        let (rec, container) = self.resolve_target(key, container)?;
+        let c = pick(&rec, container.as_deref())?;
         if c.status.state != "running" {
             return Err(PodError::Conflict(format!("container {} of pod {} is not running", c.name, rec.name)));
         }
@@ -222,8 +237,8 @@ impl Engine {
 
     /// A container's log: what is recorded, then (with `follow`) what comes while the container runs.
     pub async fn logs(&self, key: &str, opts: LogOptions) -> Result<mpsc::Receiver<(Chunk, Option<String>)>, PodError> {
-        let rec = self.store.resolve(key)?;
-        let c = pick(&rec, opts.container.as_deref())?.clone();
+        let (rec, container) = self.resolve_target(key, opts.container.as_deref())?;
+        let c = pick(&rec, container.as_deref())?.clone();
         let path = self.log_path(&rec.id, &c.name);
         let (tx, rx) = mpsc::channel(64);
         let me = self.arc();

@@ -158,9 +158,9 @@ impl Engine {
         Ok(v)
     }
 
-    /// A pod by id, name or unique id prefix.
+    /// A pod by id, name or unique id prefix, or the pod of the container with that id.
     pub fn get(&self, key: &str) -> Result<PodRecord, PodError> {
-        self.store.resolve(key)
+        self.resolve_target(key, None).map(|(rec, _)| rec)
     }
 
     /// The log file of a container.

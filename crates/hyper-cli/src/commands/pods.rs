@@ -180,8 +180,9 @@ pub struct ListArgs {
     format: Format,
 }
 
+/// `POD`, `POD/CONTAINER`, Hyper's `POD:CONTAINER`, or a container id alone (which the daemon looks up).
 fn split_target(t: &str) -> (&str, Option<&str>) {
-    match t.split_once('/') {
+    match t.split_once(['/', ':']) {
         Some((p, c)) if !c.is_empty() => (p, Some(c)),
         _ => (t, None),
     }
@@ -444,7 +445,8 @@ pub async fn attach(c: &Client, a: AttachArgs) -> CmdResult {
     let inspect: api::PodInspect = c.get(&format!("/pods/inspect?pod={}", q(pod))).await?;
     let cont = match container {
         Some(n) => inspect.containers.iter().find(|x| x.name == n || x.id == n),
-        None => inspect.containers.first(),
+        // A container id alone names that container; a pod, its first.
+        None => inspect.containers.iter().find(|x| x.id == pod).or(inspect.containers.first()),
     }
     .ok_or("no such container")?;
     let mut path = format!("/pods/attach?pod={}", q(pod));
@@ -596,5 +598,12 @@ mod tests {
         assert_eq!(parse_publish("udp:5353:53").unwrap(), json!({"containerPort": "53", "hostPort": "5353", "protocol": "udp"}));
         assert_eq!(parse_publish("tcp:8080:80").unwrap(), json!({"containerPort": "80", "hostPort": "8080", "protocol": "tcp"}));
         assert!(parse_publish("1:2:3:4").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target("web"), ("web", None));
+        assert_eq!(split_target("web/app"), ("web", Some("app")));
+        assert_eq!(split_target("pod-3uhg23po:nginx"), ("pod-3uhg23po", Some("nginx")), "Hyper's form");
     }
 }
