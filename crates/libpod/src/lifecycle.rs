@@ -183,7 +183,7 @@ impl Engine {
         rec.failure = None;
         // Containers that already ended (their exit came before this record said Running) are recorded as
         // such, under the same lock as container_exited's, so that no exit falls between the two.
-        let all_done = {
+        let saved = {
             let _g = self.records.lock().await;
             let early = std::mem::take(&mut rt.lock().early_exits);
             for c in rec.containers.iter_mut() {
@@ -191,8 +191,18 @@ impl Engine {
                     set_exited(c, code);
                 }
             }
-            self.store.put(&[rec])?;
-            !early.is_empty() && rec.containers.iter().all(|c| c.status.state != "running")
+            self.store.put(&[rec]).map(|()| !early.is_empty() && rec.containers.iter().all(|c| c.status.state != "running"))
+        };
+        let all_done = match saved {
+            Ok(done) => done,
+            Err(e) => {
+                // Not on record as Running, the pod could be started again over this sandbox, which nothing
+                // would then end: the start fails instead, as when a container fails.
+                self.teardown(rec, rt).await;
+                rec.state = PodState::Created;
+                let _ = self.save(&[rec]).await;
+                return Err(e);
+            }
         };
         if all_done {
             self.finish_later(&rec.id, &rt.sandbox.id);
