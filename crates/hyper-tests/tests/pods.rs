@@ -137,6 +137,18 @@ pub fn lifecycle(driver: &str) {
     assert!(ps.contains("sleep 100001") && !ps.contains("sleep 100000"), "only NEW's processes run: {ps}");
     assert!(ps.contains("pod-init"), "the same pod-init: {ps}");
     assert!(d.sh("new", "cat /etc/toolbox").contains("toolbox"));
+    // a replace whose NEW cannot start loses no pod: OLD takes its sandbox back and runs again
+    let broken = d.podfile("broken.json", &json!({"id": "broken", "resource": {"vcpu": 1, "memory": 128},
+        "containers": [{"image": "busybox", "command": ["no-such-program"]}]}));
+    d.ok(&["create", "-p", &broken]);
+    let err = d.fails(&["replace", "-o", "new", "-n", "broken"]);
+    assert!(err.contains("no-such-program") && err.contains("pod new runs again in its sandbox"), "{err}");
+    assert_eq!((state(&d, "new"), state(&d, "broken")), ("running".into(), "created".into()));
+    assert_eq!(d.inspect("new")["sandbox"]["pid"], sandbox_pid, "in the same sandbox process");
+    assert_eq!(d.sh("new", "hostname").trim(), "new-host");
+    let ps = d.sh("new", "ps -o args");
+    assert!(ps.contains("sleep 100001"), "NEW's container runs again: {ps}");
+    d.ok(&["rm", "broken"]);
     // replace with NEW not Created: refused
     let err = d.fails(&["replace", "-o", "new", "-n", "new"]);
     assert!(err.contains("cannot replace itself"), "{err}");

@@ -641,6 +641,48 @@ impl Engine {
         Ok(rec)
     }
 
+    /// NEW failed to start in the sandbox `replace` handed it: OLD gets the sandbox back and starts again in it, so
+    /// that a replace that fails loses no pod. Returns NEW's error, saying whether OLD runs again.
+    async fn give_back(&self, old: &mut PodRecord, new: &mut PodRecord, rt: &Arc<Runtime>, e: PodError) -> PodError {
+        let e = with_log_tail(e, &rt.sandbox);
+        log::warn!("replace: pod {} failed to start in sandbox {} ({}); pod {} takes it back", new.id, rt.sandbox.id, chain(&e), old.id);
+        // NEW's processes go (they never were on record as running).
+        if let Err(r) = rt.agent.call_timeout(Request::ResetPod, EXIT_SLACK).await {
+            log::warn!("replace: resetting sandbox {} for pod {}: {}", rt.sandbox.id, old.id, r.message);
+            let _ = self.settle_start(new, rt, Err(PodError::Internal(String::new()))).await;
+            return PodError::Sandbox(format!("{}; the sandbox could not be reset for pod {} and is gone", chain(&e), old.name));
+        }
+        self.detach_storage(new, &rt.sandbox);
+        self.mark_exited(new);
+        new.state = PodState::Created;
+        new.sandbox = None;
+        old.sandbox = Some(rt.sandbox.clone());
+        rt.hand_over(&old.id);
+        {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.remove(&new.id);
+            running.insert(old.id.clone(), rt.clone());
+        }
+        let again = async {
+            self.save(&[&*old, &*new]).await?;
+            let started = self.set_up_and_start(old, rt, None, None).await;
+            self.settle_start(old, rt, started).await
+        }
+        .await;
+        let note = match again {
+            Ok(()) => format!("pod {} runs again in its sandbox", old.name),
+            Err(a) => format!("pod {} could not start again either: {}", old.name, chain(&a)),
+        };
+        log::info!("replace of pod {} by {} failed: {note}", old.id, new.id);
+        match e {
+            PodError::Sandbox(m) => PodError::Sandbox(format!("{m}; {note}")),
+            PodError::Conflict(m) => PodError::Conflict(format!("{m}; {note}")),
+            PodError::InvalidArgument(m) => PodError::InvalidArgument(format!("{m}; {note}")),
+            PodError::NotFound(m) => PodError::NotFound(format!("{m}; {note}")),
+            other => PodError::Sandbox(format!("{}; {note}", chain(&other))),
+        }
+    }
+
     /// Runs NEW in OLD's sandbox: OLD's containers stop and OLD is Created again; the same sandbox (same
     /// pod-init, same namespaces) then runs NEW's containers with NEW's hostname.
     pub async fn replace(&self, old_key: &str, new_key: &str) -> Result<PodRecord, PodError> {
@@ -690,7 +732,10 @@ impl Engine {
         self.save(&[&old, &new]).await?;
         let handed = t0.elapsed();
         let started = self.set_up_and_start(&mut new, &rt, None, None).await;
-        self.settle_start(&mut new, &rt, started).await?;
+        if let Err(e) = started {
+            return Err(self.give_back(&mut old, &mut new, &rt, e).await);
+        }
+        self.settle_start(&mut new, &rt, Ok(())).await?;
         log::info!(
             "replaced pod {} with {} in sandbox {} (stop {} ms, reset {} ms, hand-over {} ms, start {} ms)",
             old.id,
