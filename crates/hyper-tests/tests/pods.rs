@@ -508,6 +508,8 @@ pub fn a_restart_while_the_daemon_is_down_loses_no_output(driver: &str) {
     let whole = || d.ok(&["logs", "again"]);
     assert!(wait_until(Duration::from_secs(20), || whole().ends_with("a\nEND1\n")), "the first run's output, to its end: {} bytes", whole().len());
     assert_eq!(whole().len(), 1_081_344 + "\nEND1\n".len());
+    // and the daemon counts the restart it did not see
+    assert!(wait_until(Duration::from_secs(20), || d.inspect("again")["containers"][0]["restarts"] == 1), "{}", d.inspect("again"));
     d.ok(&["rm", "-f", "again"]);
 }
 

@@ -1042,6 +1042,24 @@ impl Engine {
         for (id, code) in exited {
             self.container_exited(&rt, &id, code).await;
         }
+        // Restarts while no daemon listened (the agent tells them to a host that is there only): the agent's
+        // count and pid are the truth.
+        {
+            let _g = self.records.lock().await;
+            if let Ok(Some(mut latest)) = self.store.get(&rec.id) {
+                let mut changed = false;
+                for c in latest.containers.iter_mut().filter(|c| c.status.state == "running") {
+                    if let Some(p) = state.containers.iter().find(|p| p.id == c.id && p.exit.is_none()) {
+                        changed |= c.status.pid != Some(p.pid) || c.status.restarts != p.restarts;
+                        c.status.pid = Some(p.pid);
+                        c.status.restarts = p.restarts;
+                    }
+                }
+                if changed {
+                    self.store.put(&[&latest])?;
+                }
+            }
+        }
         log::info!("pod {}: resumed (sandbox {})", rec.id, sb.id);
         Ok(())
     }
