@@ -127,6 +127,9 @@ pub struct ContainerInspect {
     pub env: Vec<String>,
     pub user: String,
     pub tty: bool,
+    /// Its input stays open for `attach` (a terminal, or the podfile's `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
     pub log_path: String,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,

@@ -450,6 +450,33 @@ pub fn client_sessions_behave_like_a_terminal(driver: &str) {
     let out = run.wait_with_output().unwrap();
     assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned()), (Some(0), "from stdin\n".to_string()), "run -i without -t");
 
+    // attach sends input to a container that keeps its input open without a terminal (the podfile's "stdin")
+    let pf = d.podfile("in.json", &json!({"id": "in", "containers": [{"image": "busybox", "command": ["cat"], "stdin": true}]}));
+    d.ok(&["run", "-d", &pf]);
+    let mut att = d.cmd(&["attach", "in"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut input = att.stdin.take().unwrap();
+    let out = att.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // The attach is in place once a line comes back: send until one does.
+    let mut echoed = false;
+    for _ in 0..20 {
+        input.write_all(b"via attach\n").unwrap();
+        if rx.recv_timeout(Duration::from_secs(1)).is_ok_and(|l| l == "via attach") {
+            echoed = true;
+            break;
+        }
+    }
+    let _ = att.kill();
+    let _ = att.wait();
+    assert!(echoed, "the container's cat echoes what attach sent");
+    d.ok(&["rm", "-f", "in"]);
+
     d.ok(&["run", "-d", "--name", "term", "busybox", "sleep", "100000"]);
     // Hyper's `exec -t POD sh`: on a terminal, -t takes the input too (as `run -t` does)
     let mut t = hyper_tests::pty::Pty::spawn(&d, &["exec", "-t", "term", "sh", "-c", "echo ready; read x; echo got $x"]);

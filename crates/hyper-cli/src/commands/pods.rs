@@ -453,7 +453,8 @@ pub async fn attach(c: &Client, a: AttachArgs) -> CmdResult {
     if let Some(cn) = container {
         path.push_str(&format!("&container={}", q(cn)));
     }
-    let code = stream::session(c, Method::POST, &path, cont.tty, cont.tty).await?;
+    // Input goes to a container that keeps its input open (a terminal, or the podfile's "stdin").
+    let code = stream::session(c, Method::POST, &path, cont.tty || cont.stdin, cont.tty).await?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

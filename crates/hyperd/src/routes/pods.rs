@@ -158,6 +158,7 @@ pub fn inspect_pod(d: &Daemon, key: &str) -> Result<api::PodInspect, ApiError> {
                 env: c.env.clone(),
                 user: c.user.clone(),
                 tty: c.tty,
+                stdin: c.stdin,
                 log_path: d.engine.log_path(&p.id, &c.name).display().to_string(),
                 labels: c.labels.clone(),
             })
