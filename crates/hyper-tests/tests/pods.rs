@@ -453,28 +453,37 @@ pub fn client_sessions_behave_like_a_terminal(driver: &str) {
     // attach sends input to a container that keeps its input open without a terminal (the podfile's "stdin")
     let pf = d.podfile("in.json", &json!({"id": "in", "containers": [{"image": "busybox", "command": ["cat"], "stdin": true}]}));
     d.ok(&["run", "-d", &pf]);
-    let mut att = d.cmd(&["attach", "in"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    let mut input = att.stdin.take().unwrap();
-    let out = att.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
+    // Attaches, sends until cat echoes (the attach is then in place), then ends its input and goes.
+    let attach_and_echo = || {
+        let mut att = d.cmd(&["attach", "in"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut input = att.stdin.take().unwrap();
+        let out = att.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut echoed = false;
+        for _ in 0..20 {
+            if input.write_all(b"via attach\n").is_err() {
+                break;
+            }
+            if rx.recv_timeout(Duration::from_secs(1)).is_ok_and(|l| l == "via attach") {
+                echoed = true;
+                break;
+            }
         }
-    });
-    // The attach is in place once a line comes back: send until one does.
-    let mut echoed = false;
-    for _ in 0..20 {
-        input.write_all(b"via attach\n").unwrap();
-        if rx.recv_timeout(Duration::from_secs(1)).is_ok_and(|l| l == "via attach") {
-            echoed = true;
-            break;
-        }
-    }
-    let _ = att.kill();
-    let _ = att.wait();
-    assert!(echoed, "the container's cat echoes what attach sent");
+        drop(input);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = att.kill();
+        let _ = att.wait();
+        echoed
+    };
+    assert!(attach_and_echo(), "the container's cat echoes what attach sent");
+    assert!(attach_and_echo(), "one attach's end of input leaves the container's input open for the next");
+    assert_eq!(d.inspect("in")["containers"][0]["state"], "running");
     d.ok(&["rm", "-f", "in"]);
 
     d.ok(&["run", "-d", "--name", "term", "busybox", "sleep", "100000"]);

@@ -55,7 +55,7 @@ pub async fn start(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     if web::query_bool(&q, "attach") {
         let container = web::query_one(&q, "container");
         let h = d.engine.start_attached(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false }));
+        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false, eof_closes_input: true }));
     }
     let p = d.engine.start(&pod).await.map_err(|e| pod_error(&e))?;
     Ok(web::ok(&summary(&p, d.engine.driver().name())))
@@ -224,7 +224,7 @@ pub async fn attach(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let pod = pod_param(&q)?;
     let container = web::query_one(&q, "container");
     let h: AttachHandle = d.engine.attach(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false, eof_closes_input: false }))
 }
 
 pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
@@ -236,7 +236,7 @@ pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let tty = web::query_bool(&q, "tty");
     let stdin = web::query_bool(&q, "stdin");
     let h = d.engine.exec(&pod, container.as_deref(), cmd, tty, stdin).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input), owns_input: true }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input), owns_input: true, eof_closes_input: true }))
 }
 
 struct Session {
@@ -247,6 +247,9 @@ struct Session {
     /// would, so that a shell left by a closed terminal gets its EOF and ends. A container's input is not
     /// closed when one of its clients goes.
     owns_input: bool,
+    /// The client's end of input ends the process's input (`run -i`, an exec: the client started it with its
+    /// input). An attach to a running container only stops sending: later clients can still send.
+    eof_closes_input: bool,
 }
 
 /// Answers 101 and serves the session on the upgraded connection.
@@ -277,6 +280,7 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
     // Client -> process: stdin, resizes, close.
     let input = s.input.take();
     let owns_input = s.owns_input;
+    let eof_closes_input = s.eof_closes_input;
     let reader = tokio::spawn(async move {
         let mut input = input;
         let mut buf = Vec::new();
@@ -302,8 +306,9 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
                         }
                     }
                     Ok(Some((st::STDIN_CLOSE, _))) => {
-                        if let Some(i) = input.as_mut() {
-                            i.close();
+                        match input.as_mut() {
+                            Some(i) if eof_closes_input => i.close(),
+                            _ => input = None,
                         }
                     }
                     Ok(Some((st::RESIZE, p))) if p.len() == 4 => {
