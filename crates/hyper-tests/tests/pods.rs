@@ -21,7 +21,7 @@ fn assert_sandbox_gone(d: &Daemon, sb: &str) {
     assert!(gone, "processes of sandbox {sb} remain: {:?}", sandbox_processes(sb));
     assert_eq!(mounts_mentioning(sb), Vec::<String>::new(), "mounts of sandbox {sb} remain");
     assert!(!d.root.join("sandboxes").join(sb).exists(), "state of sandbox {sb} remains");
-    for c in ["memory", "cpu", "pids", "unified"] {
+    for c in ["memory", "cpu", "pids", "devices", "unified"] {
         assert!(!Path::new("/sys/fs/cgroup").join(c).join("hyper").join(sb).exists(), "cgroup {c}/hyper/{sb} remains");
     }
 }
@@ -682,7 +682,8 @@ pub fn confinement(driver: &str) {
     let pf = d.podfile("c.json", &json!({"id": "conf", "resource": {"vcpu": 1, "memory": 96},
         "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
     d.ok(&["run", "-d", &pf]);
-    let status = d.sh("conf", "grep -E 'CapEff|CapBnd|NoNewPrivs|Seccomp:' /proc/self/status");
+    let status = d.sh("conf", "grep -E 'CapInh|CapEff|CapBnd|NoNewPrivs|Seccomp:' /proc/self/status");
+    assert!(status.contains("CapInh:\t0000000000000000"), "no inheritable capabilities, as Docker: {status}");
     assert!(status.contains("CapEff:\t00000000a80425fb"), "{status}");
     assert!(status.contains("CapBnd:\t00000000a80425fb"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
@@ -691,6 +692,14 @@ pub fn confinement(driver: &str) {
     assert!(!out.status.success(), "mount is refused inside a container");
     let out = d.hyper(&["exec", "conf", "unshare", "-U", "true"]);
     assert!(!out.status.success(), "new namespaces are refused inside a container");
+    assert_eq!(d.sh("conf", "ls -A /sys/firmware | wc -w").trim(), "0", "/sys/firmware is masked");
+    // An image (or podfile) working directory through a magic link out of the container is refused (it was
+    // the host's root, with every capability still held, in the ns driver)
+    let pf = d.podfile("cwd.json", &json!({"id": "cwd", "containers": [{"image": "busybox", "command": ["pwd"], "workdir": "/proc/1/root"}]}));
+    d.ok(&["create", "-p", &pf]);
+    let err = d.fails(&["start", "cwd"]);
+    assert!(err.contains("outside the container's root filesystem"), "{err}");
+    d.ok(&["rm", "cwd"]);
     let mem = d.sh("conf", "cat /sys/fs/cgroup/memory.max 2>/dev/null || true");
     let sb = sandbox_id(&d, "conf");
     if driver == "ns" {
@@ -699,6 +708,13 @@ pub fn confinement(driver: &str) {
         let limit = std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2)).expect("the pod's memory cgroup");
         assert_eq!(limit.trim(), (96u64 << 20).to_string());
         let _ = mem;
+        // The device cgroup: a node of a host device outside Docker's list can be made (as in Docker) but not
+        // opened. (/dev/loop-control: root opens it on this host, where even root cannot open the disk.)
+        if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            let out = d.hyper(&["exec", "conf", "sh", "-c", "mknod /tmp/lc c 10 237 && exec 3</tmp/lc"]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains("Operation not permitted"), "a host device opened in a container: {err}");
+        }
     }
     d.ok(&["rm", "-f", "conf"]);
 }

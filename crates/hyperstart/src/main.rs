@@ -95,8 +95,26 @@ fn ns_agent(listen_fd: i32, work: PathBuf) -> Result<(), String> {
     a.run().map_err(|e| format!("agent loop: {e}"))
 }
 
+/// pod-init's root and working directory: an empty, read-only tmpfs in a mount namespace of its own. Every
+/// process of the pod sees `/proc/1/root`: it must not lead to the agent's root, which is the host's in the ns
+/// driver and holds every container's share in a VM (an image's symlink or working directory through it
+/// would otherwise reach there, while the container's set-up still runs with every capability).
+fn empty_root() -> std::io::Result<()> {
+    let tmp = std::path::Path::new("/tmp");
+    sys::unshare(libc::CLONE_NEWNS)?;
+    sys::mount(None, std::path::Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    sys::mount(Some("tmpfs"), tmp, Some("tmpfs"), libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some("size=4k,mode=0555"))?;
+    std::env::set_current_dir(tmp)?;
+    sys::chroot(std::path::Path::new("."))?;
+    std::env::set_current_dir("/")
+}
+
 /// PID 1 of the pod's PID namespace: reaps every orphan, ignores every signal it can.
 fn pod_init() -> i32 {
+    if let Err(e) = empty_root() {
+        eprintln!("hyperstart pod-init: leaving the agent's root: {e}");
+        return 1;
+    }
     // SAFETY: sigset manipulation, prctl and waits on our own process; no memory is shared.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"pod-init".as_ptr() as libc::c_ulong, 0, 0, 0);

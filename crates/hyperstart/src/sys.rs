@@ -51,6 +51,12 @@ pub fn pivot_root(new: &Path, old: &Path) -> io::Result<()> {
     check_l(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(|_| ())
 }
 
+pub fn chroot(path: &Path) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::chroot(p.as_ptr()) }).map(|_| ())
+}
+
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: no pointers.
     check(unsafe { libc::unshare(flags) }).map(|_| ())
@@ -371,12 +377,13 @@ struct CapData {
     inheritable: u32,
 }
 
-/// Sets effective, permitted and inheritable capabilities to `mask` (bit n = capability n).
+/// Sets the effective and permitted capabilities to `mask` (bit n = capability n), the inheritable ones to none
+/// (as Docker since CVE-2022-24769: a program with file capabilities must not gain them through it).
 pub fn capset(mask: u64) -> io::Result<()> {
     let h = CapHeader { version: CAP_VERSION_3, pid: 0 };
     let lo = mask as u32;
     let hi = (mask >> 32) as u32;
-    let d = [CapData { effective: lo, permitted: lo, inheritable: lo }, CapData { effective: hi, permitted: hi, inheritable: hi }];
+    let d = [CapData { effective: lo, permitted: lo, inheritable: 0 }, CapData { effective: hi, permitted: hi, inheritable: 0 }];
     // SAFETY: header and a two-element data array as capset(2) version 3 requires.
     check_l(unsafe { libc::syscall(libc::SYS_capset, &h as *const CapHeader, d.as_ptr()) }).map(|_| ())
 }

@@ -1,12 +1,29 @@
 //! A thin cgroup writer for pod limits: cgroup v2 when the unified hierarchy has controllers, else v1
-//! (memory, cpu, pids). On hybrid hosts (v1 controllers plus an empty v2 mount) v1 is used.
+//! (memory, cpu, pids, devices). On hybrid hosts (v1 controllers plus an empty v2 mount) v1 is used.
 
 use std::path::{Path, PathBuf};
 
 use crate::{SandboxError, io_err};
 
 const ROOT: &str = "/sys/fs/cgroup";
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "devices"];
+
+/// The devices a pod's processes may use (v1 `devices.allow` after denying all), Docker's defaults: the
+/// usual character devices and terminals, and mknod of any node, which then cannot be opened. Without this a
+/// container's root (host root, in the ns driver) could make a node of the host's disk and write to it.
+const DEVICES_ALLOWED: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",  // null
+    "c 1:5 rwm",  // zero
+    "c 1:7 rwm",  // full
+    "c 1:8 rwm",  // random
+    "c 1:9 rwm",  // urandom
+    "c 5:0 rwm",  // tty
+    "c 5:1 rwm",  // console
+    "c 5:2 rwm",  // ptmx
+    "c 136:* rwm", // pts
+];
 
 /// Limits for one sandbox.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +105,11 @@ impl Cgroup {
                 write(&f("cpu.cfs_quota_us"), &(u64::from(l.vcpu) * 100_000).to_string())?;
             } else if p.starts_with(Path::new(ROOT).join("pids")) {
                 write(&f("pids.max"), &l.pids.to_string())?;
+            } else if p.starts_with(Path::new(ROOT).join("devices")) {
+                write(&f("devices.deny"), "a")?;
+                for rule in DEVICES_ALLOWED {
+                    write(&f("devices.allow"), rule)?;
+                }
             }
         }
         Ok(())

@@ -108,9 +108,21 @@ fn setup_dev() -> R<()> {
     mkdir_p(&dev.join("shm"))
 }
 
-/// Hides or freezes the parts of /proc that reach into the host kernel, as Docker does.
+/// Hides or freezes the parts of /proc and /sys that reach into the host kernel or hardware, as Docker does.
 fn mask_proc() -> R<()> {
-    for p in ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats", "/proc/acpi", "/proc/scsi"] {
+    for p in [
+        "/proc/asound",
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ] {
         let path = Path::new(p);
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {
@@ -291,6 +303,12 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
             let _ = sys::chown(Path::new(cwd), id.uid, id.gid);
         }
         ctx(std::env::set_current_dir(cwd), || format!("working directory {cwd}"))?;
+        // A working directory reached through a magic link (/proc/<pid>/cwd or root of a process outside the
+        // container's root) is not below the root: getcwd then fails or says "(unreachable)" (as runc checks
+        // since CVE-2024-21626).
+        if !std::env::current_dir().is_ok_and(|d| d.is_absolute()) {
+            return Err(format!("working directory {cwd} is outside the container's root filesystem"));
+        }
         let exe = match exe {
             Some(e) => e,
             None => passwd::find_executable(&Slash, &p.args[0], &env)?,

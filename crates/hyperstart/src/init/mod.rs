@@ -52,6 +52,16 @@ pub fn write_msg(w: &mut impl Write, v: &impl Serialize) -> std::io::Result<()> 
 /// it) and execs the program. Never returns: on failure the error goes to the agent over `stream` and the
 /// process exits. A panic (a bug) must neither be silent nor unwind into the agent's code this process inherited.
 pub fn run_child(config: &InitConfig, mut stream: std::os::unix::net::UnixStream) -> ! {
+    // Not dumpable until the exec: no other process of the pod (root in another container, with the same
+    // capabilities) may ptrace it while it still holds every capability and no seccomp filter (as runc,
+    // since CVE-2016-9962). The exec makes the program dumpable again.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // No descriptor of the agent's reaches the program, whether or not it was opened close-on-exec.
+    // SAFETY: close_range with integer arguments; CLOSE_RANGE_CLOEXEC only marks.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32 /* CLOSE_RANGE_CLOEXEC */) };
+    // SAFETY: umask has no failure mode.
+    unsafe { libc::umask(0o022) };
     let fd = stream.as_raw_fd();
     std::panic::set_hook(Box::new(move |info| {
         // SAFETY: fd stays open until exec; ManuallyDrop keeps this wrapper from closing it.

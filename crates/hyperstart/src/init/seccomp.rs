@@ -81,7 +81,14 @@ pub const DENIED: &[libc::c_long] = &[
     libc::SYS_fsconfig,
     libc::SYS_fsmount,
     libc::SYS_fspick,
+    // Docker allows these with CAP_SYSLOG or CAP_SYS_PTRACE only, which containers do not have.
+    libc::SYS_syslog,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_process_madvise,
 ];
+
+/// Socket families a container may not use: vsock is not namespaced (Docker refuses it too).
+const AF_VSOCK: u32 = 40;
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt: 0, jf: 0, k }
@@ -108,6 +115,12 @@ pub fn program() -> Vec<libc::sock_filter> {
         p.push(jump(BPF_JEQ_K, *nr as u32, 0, 1));
         p.push(stmt(BPF_RET_K, eperm));
     }
+    // socket: allowed unless of a refused family.
+    p.push(jump(BPF_JEQ_K, libc::SYS_socket as u32, 0, 4));
+    p.push(stmt(BPF_LD_W_ABS, OFF_ARG0_LO));
+    p.push(jump(BPF_JEQ_K, AF_VSOCK, 0, 1));
+    p.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32));
+    p.push(stmt(BPF_LD_W_ABS, OFF_NR));
     // clone3 passes its flags in memory BPF cannot read: answer ENOSYS so libc falls back to clone.
     p.push(jump(BPF_JEQ_K, libc::SYS_clone3 as u32, 0, 1));
     p.push(stmt(BPF_RET_K, enosys));
