@@ -83,6 +83,12 @@ pub fn lifecycle(driver: &str) {
     // create: Created, storage allocated, no sandbox, no process
     let id = d.ok(&["create", "-p", &old]).trim().to_string();
     assert!(id.starts_with("pod-"), "{id}");
+    // an id prefix must say something of the random part: `rm pod` removed the only pod
+    assert_eq!(d.inspect(&id[..7])["id"], json!(id));
+    for vague in ["pod", "pod-", "pod-x"] {
+        let err = d.fails(&["rm", "-f", vague]);
+        assert!(err.contains("no such pod"), "{vague}: {err}");
+    }
     assert_eq!(state(&d, "old"), "created");
     assert!(d.inspect("old")["sandbox"].is_null());
     assert_eq!(d.entries("sandboxes"), Vec::<String>::new());

@@ -169,7 +169,9 @@ impl Store {
                 return Ok(r);
             }
         }
-        if key.len() >= 3 {
+        // An id prefix names at least 3 characters of the id's random part: every id starts with "pod-", and
+        // `rm pod` must not remove whichever pod happens to be alone.
+        if key.strip_prefix("pod-").is_some_and(|random| random.len() >= 3) {
             let mut found = None;
             for item in pods.range(key..).map_err(db_err)? {
                 let (k, v) = item.map_err(db_err)?;
