@@ -745,3 +745,32 @@ fn a_lying_registry_gets_clear_errors_and_nothing_is_stored() {
     }
     assert_store_empty(&d);
 }
+
+/// A load whose client stalls mid-upload holds up no pod removal. The removal collected images behind the
+/// upload's hold on the store, and every pull, load, push and create queued behind that removal.
+#[test]
+fn a_stalled_upload_holds_up_no_pod_removal() {
+    use std::io::Write;
+    let d = Daemon::start(&[]);
+    busybox(&d);
+    let pf = d.podfile("p.json", &json!({"id": "idle", "containers": [{"image": "busybox", "command": ["true"]}]}));
+    d.ok(&["create", "-p", &pf]);
+    let tar = std::fs::read(fixtures_dir().join("busybox.tar")).unwrap();
+    let mut load = d.cmd(&["load"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut upload = load.stdin.take().unwrap();
+    upload.write_all(&tar[..tar.len() / 2]).unwrap();
+    upload.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut rm = d.cmd(&["rm", "idle"]).spawn().unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(20), || {
+        status = rm.try_wait().unwrap();
+        status.is_some()
+    });
+    let _ = rm.kill();
+    drop(upload);
+    let _ = load.kill();
+    let _ = load.wait();
+    assert!(status.is_some_and(|s| s.success()), "rm behind a stalled upload: {status:?}");
+    assert_eq!(d.json(&["list"]), json!([]));
+}

@@ -446,7 +446,9 @@ impl ImageStore {
             t.remove(holder).map_err(ImageError::db)?;
         }
         txn.commit().map_err(ImageError::db)?;
-        self.gc().await
+        // Not behind a pull, load or push under way (an upload a client stalls could hold one for ever): the
+        // images the lease kept, if untagged, go at the next collection.
+        self.gc_if_idle().await
     }
 
     /// Removes untagged, unleased image records, then every blob and snapshot no image record references.
