@@ -130,10 +130,23 @@ pub fn require(q: &HashMap<String, Vec<String>>, key: &str) -> Result<String, Ap
     })
 }
 
+/// How long an upload may send nothing before it fails: a stalled client must not hold the image store (a load
+/// holds off collections while it runs).
+const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Forwards a request body, chunk by chunk, to a channel (for blocking consumers via `ChannelReader`).
 pub async fn forward_body(req: Req, tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>) {
     let mut body = req.into_body();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => {
+                let msg = format!("the client sent nothing for {} s", BODY_IDLE_TIMEOUT.as_secs());
+                let _ = tx.send(Err(io::Error::new(io::ErrorKind::TimedOut, msg))).await;
+                break;
+            }
+        };
         match frame {
             Ok(f) => {
                 if let Ok(b) = f.into_data() {
