@@ -127,6 +127,30 @@ fn qemu_killed_from_outside_fails_the_pod_and_start_works_again() {
     d.ok(&["rm", "-f", "victim"]);
 }
 
+/// hyperd told to stop (SIGTERM, as `systemctl restart` does) while a start boots a VM: the start completes and
+/// answers its client before the daemon goes, and the next daemon finds the pod running in that VM. The daemon
+/// used to go at once: the client lost its connection, and the VM ran on, on no record, until the next daemon
+/// ended it.
+#[test]
+fn a_daemon_told_to_stop_finishes_the_start_under_way() {
+    let mut d = Daemon::with_driver("qemu", &[]);
+    let pf = d.podfile("t.json", &json!({"id": "term", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["create", &pf]);
+    let sandboxes = d.root.join("sandboxes").display().to_string();
+    let start = d.cmd(&["start", "term"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || !sandbox_processes(&sandboxes).is_empty()), "the VM boots:\n{}", d.log());
+    // SAFETY: a signal to the daemon this test started.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGTERM) };
+    let out = start.wait_with_output().unwrap();
+    assert!(out.status.success(), "the start answers before the daemon goes: {}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    let pid = sandbox_processes(&sandboxes);
+    d.restart();
+    assert_eq!(d.inspect("term")["state"], "running", "{}", d.log());
+    assert_eq!(vec![d.inspect("term")["sandbox"]["pid"].as_i64().unwrap() as i32], pid, "in the VM that start booted");
+    assert_eq!(d.sh("term", "echo up").trim(), "up");
+    d.ok(&["rm", "-f", "term"]);
+}
+
 /// A client that goes away in the middle of a start (Ctrl-C on `hyper start`, while the VM boots): the start runs
 /// to its end anyway, so the pod is Running in the one VM it booted, and `stop` ends that VM. The daemon used to
 /// drop the start where it was: the VM ran on, named by no pod, and the pod stayed Created.

@@ -104,22 +104,35 @@ impl Daemon {
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let in_flight = Arc::new(InFlight::default());
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, _) = match accepted {
                         Ok(s) => s,
-                        Err(e) => { log::warn!("accept: {e}"); continue; }
+                        Err(e) => {
+                            // Out of descriptors, say: the listener stays ready, and an immediate retry would spin.
+                            log::warn!("accept: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
                     };
                     let d = self.clone();
+                    let in_flight = in_flight.clone();
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             let d = d.clone();
+                            let started = in_flight.enter();
                             // Each request runs in a task of its own, to its end: hyper drops a request's future when
                             // its client goes away (a Ctrl-C), and a start, stop or replace dropped between two steps
                             // would leave a VM no pod records, or a pod half started.
                             async move {
-                                let resp = tokio::spawn(crate::routes::route(d, req)).await.unwrap_or_else(|e| {
+                                let resp = tokio::spawn(async move {
+                                    let _counted = started;
+                                    crate::routes::route(d, req).await
+                                })
+                                .await
+                                .unwrap_or_else(|e| {
                                     crate::web::error(crate::web::api_error(hyper_api::ErrorKind::Internal, format!("the request's task failed: {e}")))
                                 });
                                 Ok::<_, std::convert::Infallible>(resp)
@@ -141,8 +154,63 @@ impl Daemon {
                 _ = int.recv() => { log::info!("SIGINT: shutting down"); break; }
             }
         }
+        // No new requests; those under way (a start booting a VM, a stop) end first, or a pod would be left
+        // half started, its VM on no record until the next daemon cleans it up. Streams (attach, exec, logs)
+        // do not count: their pods run on without the daemon.
+        drop(listener);
         let _ = std::fs::remove_file(&self.config.socket);
+        let busy = in_flight.count();
+        if busy > 0 {
+            log::info!("waiting up to {} s for {busy} request(s) under way", SHUTDOWN_GRACE.as_secs());
+            if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.idle()).await.is_err() {
+                log::warn!("{} request(s) still under way: leaving them", in_flight.count());
+            }
+        }
         Ok(())
+    }
+}
+
+/// How long a daemon told to stop waits for the requests under way.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The requests under way.
+#[derive(Default)]
+struct InFlight {
+    n: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+/// One request under way, until dropped.
+struct Counted(Arc<InFlight>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Counted {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.n.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
