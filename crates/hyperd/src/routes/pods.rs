@@ -252,6 +252,21 @@ struct Session {
     eof_closes_input: bool,
 }
 
+/// A session's handle on its process's input: an exec's own input is closed when the session ends, as a
+/// terminal's would be, so that a shell left by its client sees its end of input.
+struct SessionInput {
+    input: Option<InputHandle>,
+    owned: bool,
+}
+
+impl Drop for SessionInput {
+    fn drop(&mut self) {
+        if let Some(i) = self.input.as_mut().filter(|_| self.owned) {
+            i.close();
+        }
+    }
+}
+
 /// Answers 101 and serves the session on the upgraded connection.
 fn upgrade(req: Req, mut s: Session) -> Resp {
     let on = hyper::upgrade::on(req);
@@ -282,17 +297,15 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
     let owns_input = s.owns_input;
     let eof_closes_input = s.eof_closes_input;
     let reader = tokio::spawn(async move {
-        let mut input = input;
+        // Closed on drop when the exec owns it, however this task ends (the client gone, a bad frame, or aborted
+        // when writing to the client failed).
+        let mut guard = SessionInput { input, owned: owns_input };
+        let input = &mut guard.input;
         let mut buf = Vec::new();
         let mut tmp = vec![0u8; 32 << 10];
         loop {
             let n = match rd.read(&mut tmp).await {
-                Ok(0) | Err(_) => {
-                    if let Some(i) = input.as_mut().filter(|_| owns_input) {
-                        i.close();
-                    }
-                    break;
-                }
+                Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             buf.extend_from_slice(&tmp[..n]);
@@ -301,14 +314,14 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
                     Ok(Some((st::STDIN, data))) => {
                         if let Some(i) = input.as_mut() {
                             if i.write(&data).await.is_err() {
-                                input = None;
+                                *input = None;
                             }
                         }
                     }
                     Ok(Some((st::STDIN_CLOSE, _))) => {
                         match input.as_mut() {
                             Some(i) if eof_closes_input => i.close(),
-                            _ => input = None,
+                            _ => *input = None,
                         }
                     }
                     Ok(Some((st::RESIZE, p))) if p.len() == 4 => {
