@@ -761,6 +761,18 @@ pub fn processes_and_logs(driver: &str) {
     assert_eq!(d.ok(&["exec", "procs:main", "echo", "colon"]).trim(), "colon");
     assert_eq!(d.ok(&["exec", &main_id, "echo", "by id"]).trim(), "by id");
     assert_eq!(d.inspect(&main_id)["name"], "procs", "inspect of a container id shows its pod");
+    // A session request made without the session protocol is refused before it runs anything (it ran the
+    // process, whose output then went nowhere)
+    {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        let cmd = "%5B%22touch%22%2C%22%2Ftmp%2Fplain%22%5D"; // ["touch","/tmp/plain"]
+        write!(s, "POST /v1/pods/exec?pod=procs&cmd={cmd} HTTP/1.1\r\nHost: hyperd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        assert!(!d.hyper(&["exec", "procs/main", "test", "-e", "/tmp/plain"]).status.success(), "the process did not run");
+    }
     // logs -f follows until the container ends
     let f = d.cmd(&["logs", "-f", "procs/main"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));

@@ -241,12 +241,24 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("another daemon is serving {}", path.display());
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!("another daemon is serving {}", path.display()),
+            // Nobody listens: a socket left by a daemon that died. Anything else (not a socket, no
+            // permission) is not ours to remove.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+            Err(e) => bail!("{} exists and is not a stale socket: {e}", path.display()),
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let l = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Made 0660 from the start: with the process's umask, a socket open to every user until the chmod
+    // below would take connections that outlive the chmod. (The daemon runs no other thread that creates
+    // files yet.)
+    // SAFETY: umask has no failure mode; the previous mask is restored right after.
+    let old = unsafe { libc::umask(0o117) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let l = bound.with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting mode of {}", path.display()))?;
     Ok(l)

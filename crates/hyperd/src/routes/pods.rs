@@ -49,10 +49,18 @@ fn pod_param(q: &std::collections::HashMap<String, Vec<String>>) -> Result<Strin
     web::require(q, "pod")
 }
 
+/// A session route acts (starts a process, a pod) only for a client that asked for the session's protocol: for
+/// any other, the process would run with nobody to take its output.
+fn require_upgrade(req: &Req) -> Result<(), ApiError> {
+    let asked = req.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(st::UPGRADE.as_bytes()));
+    if asked { Ok(()) } else { Err(api_error(ErrorKind::InvalidArgument, format!("this request needs \"Upgrade: {}\"", st::UPGRADE))) }
+}
+
 pub async fn start(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let q = web::query(&req);
     let pod = pod_param(&q)?;
     if web::query_bool(&q, "attach") {
+        require_upgrade(&req)?;
         let container = web::query_one(&q, "container");
         let h = d.engine.start_attached(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
         return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false, eof_closes_input: true }));
@@ -220,6 +228,7 @@ pub async fn logs(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
 }
 
 pub async fn attach(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    require_upgrade(&req)?;
     let q = web::query(&req);
     let pod = pod_param(&q)?;
     let container = web::query_one(&q, "container");
@@ -228,6 +237,7 @@ pub async fn attach(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
 }
 
 pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
+    require_upgrade(&req)?;
     let q = web::query(&req);
     let pod = pod_param(&q)?;
     let container = web::query_one(&q, "container");
