@@ -94,6 +94,9 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime starts");
+    // Commands whose success is their process's exit code fail with 125 of their own, as Docker's: a script can
+    // tell "hyper could not" from "the program said no".
+    let own_failure = if matches!(cli.command, Command::Run(_) | Command::Exec(_) | Command::Attach(_)) { ExitCode::from(125) } else { ExitCode::FAILURE };
     let result = rt.block_on(async {
         match cli.command {
             Command::Version(a) => commands::system::version(&client, a).await,
@@ -126,7 +129,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hyper: {}", chain(&*e));
-            ExitCode::FAILURE
+            own_failure
         }
     }
 }

@@ -742,6 +742,8 @@ pub fn processes_and_logs(driver: &str) {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO THROUGH STDIN\n");
     assert_eq!(out.status.code(), Some(4), "exec returns the process's exit code");
+    let out = d.hyper(&["exec", "procs/nosuch", "true"]);
+    assert_eq!(out.status.code(), Some(125), "exec's own failure is 125, as Docker's: {}", String::from_utf8_lossy(&out.stderr));
     // restart policy
     assert!(wait_until(Duration::from_secs(20), || d.inspect("procs")["containers"][1]["restarts"].as_u64().unwrap_or(0) >= 2), "onFailure restarts");
     // logs: both streams, tail, timestamps
