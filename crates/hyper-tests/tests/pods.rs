@@ -594,6 +594,17 @@ pub fn podfile_fields(driver: &str) {
     std::fs::set_permissions(&host_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
 
     std::fs::write(host_dir.join("from-host"), "hi from host").unwrap();
+    // A mount inside the host directory: a read-only volume must be read-only all the way down.
+    let sub = host_dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    hyper_tests::run(std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs", sub.to_str().unwrap()]));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _sub = Unmount(sub.clone());
     let host_file = d.dir.path().join("app.conf");
     std::fs::write(&host_file, "from a host file\n").unwrap();
     std::fs::set_permissions(&host_file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
@@ -610,7 +621,7 @@ pub fn podfile_fields(driver: &str) {
              "sysctl": {"net.ipv4.ip_unprivileged_port_start": "80"},
              "ulimits": [{"Name": "nofile", "Soft": 1234, "Hard": 2345}]},
             {"name": "r", "image": "busybox", "command": ["sleep", "1000"], "readOnly": true,
-             "volumes": [{"volume": "data", "path": "/mnt/data", "readOnly": true}]},
+             "volumes": [{"volume": "data", "path": "/mnt/data", "readOnly": true}, {"volume": "host", "path": "/ro-host", "readOnly": true}]},
             // Neither files nor volumes: a VM's daemon looks the user and program up on the host.
             {"name": "u", "image": "busybox", "command": ["sleep", "1001"], "envs": [{"env": "PATH", "value": "/usr/bin:/bin"}],
              "user": {"name": "app", "group": "staff", "additionalGroups": ["tty"]}},
@@ -650,6 +661,8 @@ pub fn podfile_fields(driver: &str) {
     assert_eq!(d.sh("fields/r", "cat /mnt/data/x").trim(), "shared");
     assert!(!d.hyper(&["exec", "fields/r", "sh", "-c", "echo no > /mnt/data/y"]).status.success(), "readOnly volume");
     assert!(!d.hyper(&["exec", "fields/r", "touch", "/rootfile"]).status.success(), "readOnly rootfs");
+    assert_eq!(d.sh("fields/r", "cat /ro-host/from-host"), "hi from host");
+    assert!(!d.hyper(&["exec", "fields/r", "touch", "/ro-host/sub/x"]).status.success(), "a readOnly volume's submounts are read-only too");
     assert_eq!(d.sh("fields/w", "cat /host/from-host"), "hi from host");
     d.sh("fields/w", "echo from-pod > /host/from-pod");
     assert_eq!(std::fs::read_to_string(host_dir.join("from-pod")).unwrap().trim(), "from-pod");

@@ -442,6 +442,36 @@ pub fn move_mount(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Makes a detached mount tree (from [`clone_tree`]) read-only, every mount in it (`mount_setattr` with
+/// `AT_RECURSIVE`): a remount of the top would leave the mounts below it writable.
+pub fn make_tree_read_only(tree: &OwnedFd) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let empty = cstr("")?;
+    // SAFETY: valid descriptor, C string and attribute struct of the size passed.
+    check_l(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(|_| ())
+}
+
 /// Sets the wall clock (`CLOCK_REALTIME`) to `ns` nanoseconds since the epoch.
 pub fn set_realtime(ns: u64) -> io::Result<()> {
     let ts = libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long };
