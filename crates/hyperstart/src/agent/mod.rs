@@ -80,6 +80,10 @@ struct Proc {
     mnt_ns: Option<MntNs>,
     stopping: bool,
     restart_at: Option<Instant>,
+    /// When its current run started, and how many restarts in a row followed runs shorter than
+    /// [`RESTART_RESET_AFTER`] (the restart delay doubles with each).
+    started_at: Instant,
+    quick_failures: u32,
 }
 
 /// A container's mount namespace, held open: a namespace's id is an inode number the kernel gives to another
@@ -116,6 +120,8 @@ impl Proc {
             mnt_ns: None,
             stopping: false,
             restart_at: None,
+            started_at: Instant::now(),
+            quick_failures: 0,
         }
     }
 
@@ -184,6 +190,10 @@ pub struct Agent {
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Connection output beyond which stream data waits.
 const CONN_HIGH_WATER: usize = 4 << 20;
+/// The longest delay before a container is restarted, and how long a run must last for the delay to start again
+/// from 100 ms (Docker's values).
+const RESTART_DELAY_MAX: Duration = Duration::from_secs(60);
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
 /// How often a restart held back by output the host has not taken looks again.
 const RESTART_WHILE_FULL: Duration = Duration::from_secs(1);
 /// How often a VM's agent looks at its port again while no host is connected, from every 10 ms to every
@@ -601,7 +611,13 @@ impl Agent {
             && self.pod.is_some()
             && (policy == Restart::Always || (policy == Restart::OnFailure && status.code != 0));
         if again {
-            let delay = Duration::from_millis(100u64 << p.restarts.min(6)).min(Duration::from_secs(5));
+            // As Docker's restart manager: from 100 ms, doubling after each run that ended within 10 s, up to a
+            // minute; a run that lasted longer starts the count again.
+            if p.started_at.elapsed() >= RESTART_RESET_AFTER {
+                p.quick_failures = 0;
+            }
+            let delay = Duration::from_millis(100u64 << p.quick_failures.min(10)).min(RESTART_DELAY_MAX);
+            p.quick_failures += 1;
             let at = Instant::now() + delay;
             p.restart_at = Some(at);
             self.timers.push((at, Timer::Restart(id.to_string())));
@@ -651,6 +667,7 @@ impl Agent {
                     p.exit = None;
                     p.exited_at = None;
                     p.event_sent = false;
+                    p.started_at = Instant::now();
                 }
                 let json = serde_json::to_vec(&Event::Restarted { id: id.to_string(), pid, restarts }).expect("serialisable");
                 self.send(FrameKind::Event, &json);
