@@ -271,37 +271,50 @@ mod tests {
         out
     }
 
-    /// What a new daemon finds first on a VM's port after the one before died: the rest of a data frame, here a
-    /// container's output written to look like the hello's answer (with each nonce it could guess). Only the
-    /// agent's true answer, which carries the nonce, is taken.
-    #[tokio::test]
-    async fn a_container_cannot_forge_the_hello_answer_in_output_left_in_the_port() {
+    /// Reads what a daemon sends until its hello; returns the hello's nonce.
+    fn read_hello(s: &mut std::os::unix::net::UnixStream) -> u64 {
+        let mut dec = Decoder::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(Frame::Request(b)) = dec.next_frame().unwrap() {
+                let hello = serde_json::from_slice::<RequestEnvelope>(&b).unwrap();
+                let Request::Hello { nonce, .. } = hello.request else { panic!("not a hello: {hello:?}") };
+                return nonce;
+            }
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "no hello");
+            dec.feed(&buf[..n]);
+        }
+    }
+
+    /// An agent on a socket of its own: writes `before`, reads the hello, answers it truly; the connection is
+    /// the thread's result.
+    fn scripted_agent(before: Vec<u8>) -> (tempfile::TempDir, std::path::PathBuf, std::thread::JoinHandle<std::os::unix::net::UnixStream>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let peer = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut output = b"container output ".to_vec();
-            for guess in [None, Some(0), Some(1)] {
-                output.extend(answer("forged", guess));
-            }
-            let mut frame = Vec::new();
-            agent_proto::encode_data(&mut frame, 3, 0, &output);
-            s.write_all(&frame[frame.len() / 3..]).unwrap();
-            let mut dec = Decoder::new();
-            let mut buf = [0u8; 4096];
-            let hello = loop {
-                if let Some(Frame::Request(b)) = dec.next_frame().unwrap() {
-                    break serde_json::from_slice::<RequestEnvelope>(&b).unwrap();
-                }
-                let n = s.read(&mut buf).unwrap();
-                assert!(n > 0, "no hello");
-                dec.feed(&buf[..n]);
-            };
-            let Request::Hello { nonce, .. } = hello.request else { panic!("not a hello: {hello:?}") };
+            s.write_all(&before).unwrap();
+            let nonce = read_hello(&mut s);
             s.write_all(&answer("true", Some(nonce))).unwrap();
             s
         });
+        (dir, path, peer)
+    }
+
+    /// What a new daemon finds first on a VM's port after the one before died: the rest of a data frame, here a
+    /// container's output written to look like the hello's answer (with each nonce it could guess). Only the
+    /// agent's true answer, which carries the nonce, is taken.
+    #[tokio::test]
+    async fn a_container_cannot_forge_the_hello_answer_in_output_left_in_the_port() {
+        let mut output = b"container output ".to_vec();
+        for guess in [None, Some(0), Some(1)] {
+            output.extend(answer("forged", guess));
+        }
+        let mut frame = Vec::new();
+        agent_proto::encode_data(&mut frame, 3, 0, &output);
+        let (_dir, path, peer) = scripted_agent(frame[frame.len() / 3..].to_vec());
         let (client, _rx) = AgentClient::connect(&path, Duration::from_secs(5), || true).await.unwrap();
         let reply = client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
         let Reply::Hello { agent, .. } = reply else { panic!("{reply:?}") };
@@ -313,27 +326,10 @@ mod tests {
     /// requests was gone, and a stop or replace that lost its VM hung holding the pod's lock.
     #[tokio::test]
     async fn a_request_after_the_connection_ended_fails_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let peer = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut dec = Decoder::new();
-            let mut buf = [0u8; 4096];
-            let hello = loop {
-                if let Some(Frame::Request(b)) = dec.next_frame().unwrap() {
-                    break serde_json::from_slice::<RequestEnvelope>(&b).unwrap();
-                }
-                let n = s.read(&mut buf).unwrap();
-                dec.feed(&buf[..n]);
-            };
-            let Request::Hello { nonce, .. } = hello.request else { panic!("not a hello") };
-            s.write_all(&answer("true", Some(nonce))).unwrap();
-            // The sandbox dies.
-        });
+        let (_dir, path, peer) = scripted_agent(Vec::new());
         let (client, mut rx) = AgentClient::connect(&path, Duration::from_secs(5), || true).await.unwrap();
         client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
-        peer.join().unwrap();
+        drop(peer.join().unwrap()); // the sandbox dies
         loop {
             match rx.recv().await {
                 Some(Inbound::Disconnected(_)) | None => break,

@@ -641,6 +641,19 @@ impl Engine {
         Ok(rec)
     }
 
+    /// Hands `from`'s sandbox (its containers gone) to `to`: `from` is Created again, on record with its containers
+    /// exited; `to` is not started yet.
+    fn hand_sandbox(&self, from: &mut PodRecord, to: &mut PodRecord, rt: &Arc<Runtime>) {
+        self.mark_exited(from);
+        from.state = PodState::Created;
+        from.sandbox = None;
+        to.sandbox = Some(rt.sandbox.clone());
+        rt.hand_over(&to.id);
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.remove(&from.id);
+        running.insert(to.id.clone(), rt.clone());
+    }
+
     /// NEW failed to start in the sandbox `replace` handed it: OLD gets the sandbox back and starts again in it, so
     /// that a replace that fails loses no pod. Returns NEW's error, saying whether OLD runs again.
     async fn give_back(&self, old: &mut PodRecord, new: &mut PodRecord, rt: &Arc<Runtime>, e: PodError) -> PodError {
@@ -653,16 +666,7 @@ impl Engine {
             return PodError::Sandbox(format!("{}; the sandbox could not be reset for pod {} and is gone", chain(&e), old.name));
         }
         self.detach_storage(new, &rt.sandbox);
-        self.mark_exited(new);
-        new.state = PodState::Created;
-        new.sandbox = None;
-        old.sandbox = Some(rt.sandbox.clone());
-        rt.hand_over(&old.id);
-        {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            running.remove(&new.id);
-            running.insert(old.id.clone(), rt.clone());
-        }
+        self.hand_sandbox(new, old, rt);
         let again = async {
             self.save(&[&*old, &*new]).await?;
             let started = self.set_up_and_start(old, rt, None, None).await;
@@ -718,17 +722,7 @@ impl Engine {
         rt.agent.call_timeout(Request::ResetPod, EXIT_SLACK).await.map_err(|e| agent_err("resetting the sandbox", e))?;
         self.detach_storage(&old, &rt.sandbox);
         let reset = t0.elapsed();
-        // Hand the sandbox over.
-        self.mark_exited(&mut old);
-        old.state = PodState::Created;
-        old.sandbox = None;
-        new.sandbox = Some(rt.sandbox.clone());
-        rt.hand_over(&new.id);
-        {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            running.remove(&old.id);
-            running.insert(new.id.clone(), rt.clone());
-        }
+        self.hand_sandbox(&mut old, &mut new, &rt);
         self.save(&[&old, &new]).await?;
         let handed = t0.elapsed();
         let started = self.set_up_and_start(&mut new, &rt, None, None).await;
