@@ -719,6 +719,23 @@ pub fn confinement(driver: &str) {
     let err = d.fails(&["start", "cwd"]);
     assert!(err.contains("outside the container's root filesystem"), "{err}");
     d.ok(&["rm", "cwd"]);
+    // Nor does an image's symlink through /proc/1/root and `..` lead the set-up out: a podfile file written
+    // there landed on the host (ns driver), through the agent's root that pod-init kept (and with a chroot,
+    // through the tree above it).
+    let outside = tempfile::Builder::new().prefix("hyper-outside-").tempdir_in("/var/tmp").unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let mut l = hyper_tests::image::Layout::new(&layout.path().join("oci"));
+    let busybox = hyper_tests::image::Entry::File { path: "bin/busybox".into(), data: std::fs::read("/bin/busybox").unwrap(), mode: 0o755, uid: 0, gid: 0, xattrs: vec![] };
+    let link = format!("/proc/1/root/..{}", outside.path().display());
+    let m = l.image(&[(vec![hyper_tests::image::Entry::dir("bin"), busybox, hyper_tests::image::Entry::symlink("out", &link)], hyper_tests::image::Compression::Gzip)], json!({}), "amd64");
+    l.tag(&m, "test/out-link:1");
+    d.ok(&["load", "-i", l.dir.to_str().unwrap()]);
+    let pf = d.podfile("out.json", &json!({"id": "out", "containers": [{"image": "test/out-link:1", "command": ["/bin/busybox", "sleep", "1000"],
+        "files": [{"filename": "f", "path": "/out/escaped"}]}], "files": [{"name": "f", "encoding": "raw", "content": "from a container"}]}));
+    d.ok(&["create", "-p", &pf]);
+    let _ = d.hyper(&["start", "out"]);
+    assert!(!outside.path().join("escaped").exists(), "a container's set-up wrote on the host");
+    d.ok(&["rm", "-f", "out"]);
     let mem = d.sh("conf", "cat /sys/fs/cgroup/memory.max 2>/dev/null || true");
     let sb = sandbox_id(&d, "conf");
     if driver == "ns" {

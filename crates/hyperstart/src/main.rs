@@ -3,7 +3,7 @@
 //! Modes (the first argument):
 //! - `agent --listen-fd N --work DIR`: the agent of an ns-driver sandbox; hyperd connects to the listening
 //!   socket it passed as fd N.
-//! - `pod-init`: PID 1 of the pod's PID namespace; reaps orphans.
+//! - `pod-init DIR`: PID 1 of the pod's PID namespace, in an empty root mounted on DIR; reaps orphans.
 
 // Our own C `main`, not Rust's runtime start: see `main` below. (Unit tests keep the test harness's.)
 #![cfg_attr(not(test), no_main)]
@@ -19,7 +19,7 @@ const SUCCESS: i32 = 0;
 const FAILURE: i32 = 1;
 
 fn usage() -> i32 {
-    eprintln!("usage: hyperstart agent --listen-fd N --work DIR | pod-init");
+    eprintln!("usage: hyperstart agent --listen-fd N --work DIR | pod-init DIR");
     2
 }
 
@@ -50,7 +50,10 @@ fn run() -> i32 {
             FAILURE
         }
 
-        Some("pod-init") => pod_init(),
+        Some("pod-init") => match args.get(2) {
+            Some(dir) => pod_init(std::path::Path::new(dir)),
+            None => usage(),
+        },
         Some("agent") => {
             let mut listen = None;
             let mut work = None;
@@ -95,23 +98,27 @@ fn ns_agent(listen_fd: i32, work: PathBuf) -> Result<(), String> {
     a.run().map_err(|e| format!("agent loop: {e}"))
 }
 
-/// pod-init's root and working directory: an empty, read-only tmpfs in a mount namespace of its own. Every
-/// process of the pod sees `/proc/1/root`: it must not lead to the agent's root, which is the host's in the ns
-/// driver and holds every container's share in a VM (an image's symlink or working directory through it
-/// would otherwise reach there, while the container's set-up still runs with every capability).
-fn empty_root() -> std::io::Result<()> {
-    let tmp = std::path::Path::new("/tmp");
+/// pod-init's root: an empty, read-only tmpfs, alone in a mount namespace of its own (mounted on `dir`, the
+/// agent's work directory, then made the root with `pivot_root`, the agent's tree detached). Every process of
+/// the pod sees `/proc/1/root`; it must not lead to the agent's root (the host's in the ns driver, every
+/// container's share in a VM), nor up out of it with `..` (a chroot would leave the tree above it reachable),
+/// while a container's set-up still runs with every capability. Holding no copy of the agent's mounts, it also
+/// keeps none of them (a replaced pod's /dev/shm) alive.
+fn empty_root(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::path::Path;
     sys::unshare(libc::CLONE_NEWNS)?;
-    sys::mount(None, std::path::Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
-    sys::mount(Some("tmpfs"), tmp, Some("tmpfs"), libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some("size=4k,mode=0555"))?;
-    std::env::set_current_dir(tmp)?;
-    sys::chroot(std::path::Path::new("."))?;
-    std::env::set_current_dir("/")
+    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+    sys::mount(Some("tmpfs"), dir, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some("size=4k,mode=0555"))?;
+    std::env::set_current_dir(dir)?;
+    sys::pivot_root(Path::new("."), Path::new("."))?;
+    sys::umount(Path::new("."), libc::MNT_DETACH)?;
+    std::env::set_current_dir("/")?;
+    sys::mount(None, Path::new("/"), None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, None)
 }
 
 /// PID 1 of the pod's PID namespace: reaps every orphan, ignores every signal it can.
-fn pod_init() -> i32 {
-    if let Err(e) = empty_root() {
+fn pod_init(dir: &std::path::Path) -> i32 {
+    if let Err(e) = empty_root(dir) {
         eprintln!("hyperstart pod-init: leaving the agent's root: {e}");
         return 1;
     }

@@ -51,12 +51,6 @@ pub fn pivot_root(new: &Path, old: &Path) -> io::Result<()> {
     check_l(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(|_| ())
 }
 
-pub fn chroot(path: &Path) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::chroot(p.as_ptr()) }).map(|_| ())
-}
-
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: no pointers.
     check(unsafe { libc::unshare(flags) }).map(|_| ())
