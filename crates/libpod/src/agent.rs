@@ -89,7 +89,15 @@ impl AgentClient {
     /// Connects to the agent's socket, retrying until `timeout` (a VM's agent needs its guest to boot) or until
     /// `alive` says the sandbox process is gone. The first request sent must be the hello: what the agent sends
     /// before answering it is skipped.
-    pub async fn connect(socket: &Path, timeout: Duration, alive: impl Fn() -> bool) -> Result<(AgentClient, mpsc::UnboundedReceiver<Inbound>), String> {
+    ///
+    /// With `require_nonce`, only an answer that echoes the hello's nonce is taken; without it (an agent from
+    /// before the nonce, in a sandbox an older daemon started), one without a nonce is too.
+    pub async fn connect(
+        socket: &Path,
+        timeout: Duration,
+        alive: impl Fn() -> bool,
+        require_nonce: bool,
+    ) -> Result<(AgentClient, mpsc::UnboundedReceiver<Inbound>), String> {
         let end = tokio::time::Instant::now() + timeout;
         let stream = loop {
             match UnixStream::connect(socket).await {
@@ -137,7 +145,9 @@ impl AgentClient {
                 };
                 match &mut before_hello {
                     Some(sync) => {
-                        let is_hello_answer = |p: &[u8]| serde_json::from_slice::<Response>(p).is_ok_and(|r| r.id == HELLO_ID && r.nonce == Some(nonce));
+                        let is_hello_answer = |p: &[u8]| {
+                            serde_json::from_slice::<Response>(p).is_ok_and(|r| r.id == HELLO_ID && (r.nonce == Some(nonce) || (!require_nonce && r.nonce.is_none())))
+                        };
                         let Some((stream, skipped)) = sync.push(&buf[..n], FrameKind::Response, is_hello_answer) else { continue };
                         if skipped > 0 {
                             log::debug!("agent connection: skipped {skipped} bytes of an earlier connection before the hello's answer");
@@ -289,7 +299,7 @@ mod tests {
 
     /// An agent on a socket of its own: writes `before`, reads the hello, answers it truly; the connection is
     /// the thread's result.
-    fn scripted_agent(before: Vec<u8>) -> (tempfile::TempDir, std::path::PathBuf, std::thread::JoinHandle<std::os::unix::net::UnixStream>) {
+    fn scripted_agent(before: Vec<u8>, echo_nonce: bool) -> (tempfile::TempDir, std::path::PathBuf, std::thread::JoinHandle<std::os::unix::net::UnixStream>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
@@ -297,7 +307,7 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             s.write_all(&before).unwrap();
             let nonce = read_hello(&mut s);
-            s.write_all(&answer("true", Some(nonce))).unwrap();
+            s.write_all(&answer("true", echo_nonce.then_some(nonce))).unwrap();
             s
         });
         (dir, path, peer)
@@ -314,20 +324,33 @@ mod tests {
         }
         let mut frame = Vec::new();
         agent_proto::encode_data(&mut frame, 3, 0, &output);
-        let (_dir, path, peer) = scripted_agent(frame[frame.len() / 3..].to_vec());
-        let (client, _rx) = AgentClient::connect(&path, Duration::from_secs(5), || true).await.unwrap();
+        let (_dir, path, peer) = scripted_agent(frame[frame.len() / 3..].to_vec(), true);
+        let (client, _rx) = AgentClient::connect(&path, Duration::from_secs(5), || true, true).await.unwrap();
         let reply = client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
         let Reply::Hello { agent, .. } = reply else { panic!("{reply:?}") };
         assert_eq!(agent, "true", "the forged answer was taken");
         drop(peer.join().unwrap());
     }
 
+    /// An agent from before the nonce (in a sandbox an older daemon started) is still greeted where the nonce is
+    /// not required, and only there.
+    #[tokio::test]
+    async fn an_agent_from_before_the_nonce_is_greeted_where_it_is_not_required() {
+        for required in [false, true] {
+            let (_dir, path, peer) = scripted_agent(Vec::new(), false);
+            let (client, _rx) = AgentClient::connect(&path, Duration::from_secs(5), || true, required).await.unwrap();
+            let reply = client.send(client.hello()).await.wait_timeout(Duration::from_secs(1)).await;
+            assert_eq!(reply.is_ok(), !required, "nonce required: {required}: {reply:?}");
+            drop(peer.join().unwrap());
+        }
+    }
+
     /// A request sent after the connection ended fails at once. It used to wait forever: the reader that answers
     /// requests was gone, and a stop or replace that lost its VM hung holding the pod's lock.
     #[tokio::test]
     async fn a_request_after_the_connection_ended_fails_at_once() {
-        let (_dir, path, peer) = scripted_agent(Vec::new());
-        let (client, mut rx) = AgentClient::connect(&path, Duration::from_secs(5), || true).await.unwrap();
+        let (_dir, path, peer) = scripted_agent(Vec::new(), true);
+        let (client, mut rx) = AgentClient::connect(&path, Duration::from_secs(5), || true, true).await.unwrap();
         client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
         drop(peer.join().unwrap()); // the sandbox dies
         loop {

@@ -17,6 +17,9 @@ use crate::{Engine, PodError, chain, now, random_id};
 /// Extra time, beyond a stop's grace period, for the agent to report exits.
 const EXIT_SLACK: Duration = Duration::from_secs(10);
 
+/// The sandbox detail that says its agent echoes the hello's nonce (absent in sandboxes older daemons started).
+const HELLO_NONCE: &str = "hello_nonce";
+
 /// How long a stop waits for containers to end after their stop signal, unless told otherwise.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -241,6 +244,8 @@ impl Engine {
                 return Err(e.into());
             }
         };
+        // This daemon's sandboxes run an agent that echoes the hello's nonce: only an answer with it is taken.
+        state.details.insert(HELLO_NONCE.into(), "yes".into());
         if let Some(e) = &endpoint {
             state.details.insert("ip".into(), e.address.to_string());
             state.details.insert("prefix".into(), e.prefix.to_string());
@@ -304,7 +309,8 @@ impl Engine {
             // not when the agent timeout expires.
             let (driver, probe) = (self.driver.clone(), state.clone());
             let alive = move || driver.is_alive(&probe);
-            let (client, rx) = AgentClient::connect(&state.socket, limit, alive).await.map_err(PodError::Sandbox)?;
+            let require_nonce = state.details.contains_key(HELLO_NONCE);
+            let (client, rx) = AgentClient::connect(&state.socket, limit, alive, require_nonce).await.map_err(PodError::Sandbox)?;
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             let wait = retry.map_or(left, |r| r.min(left));
             let hello = client.send(client.hello()).await;
