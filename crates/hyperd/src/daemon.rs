@@ -122,6 +122,9 @@ impl Daemon {
                     tokio::spawn(async move {
                         let svc = hyper::service::service_fn(move |req| {
                             let d = d.clone();
+                            // A request on a connection kept alive, once the daemon is stopping: refused, since it
+                            // could be cut at the end of the grace, half done.
+                            let closing = in_flight.is_closing();
                             let started = in_flight.enter();
                             // Each request runs in a task of its own, to its end: hyper drops a request's future when
                             // its client goes away (a Ctrl-C), and a start, stop or replace dropped between two steps
@@ -129,6 +132,9 @@ impl Daemon {
                             async move {
                                 let resp = tokio::spawn(async move {
                                     let _counted = started;
+                                    if closing {
+                                        return crate::web::error(crate::web::api_error(hyper_api::ErrorKind::Conflict, "hyperd is shutting down"));
+                                    }
                                     crate::routes::route(d, req).await
                                 })
                                 .await
@@ -158,6 +164,7 @@ impl Daemon {
         // half started, its VM on no record until the next daemon cleans it up. Streams (attach, exec, logs)
         // do not count: their pods run on without the daemon.
         drop(listener);
+        in_flight.close();
         let _ = std::fs::remove_file(&self.config.socket);
         let busy = in_flight.count();
         if busy > 0 {
@@ -178,6 +185,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 struct InFlight {
     n: std::sync::atomic::AtomicUsize,
     done: tokio::sync::Notify,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// One request under way, until dropped.
@@ -195,6 +203,14 @@ impl InFlight {
     fn enter(self: &Arc<Self>) -> Counted {
         self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Counted(self.clone())
+    }
+
+    fn close(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn count(&self) -> usize {

@@ -437,7 +437,8 @@ pub fn move_mount(tree: &OwnedFd, target: &Path) -> io::Result<()> {
 }
 
 /// Makes a detached mount tree (from [`clone_tree`]) read-only, every mount in it (`mount_setattr` with
-/// `AT_RECURSIVE`): a remount of the top would leave the mounts below it writable.
+/// `AT_RECURSIVE`): a remount of the top would leave the mounts below it writable. Linux 5.12 and later:
+/// `ENOSYS` before.
 pub fn make_tree_read_only(tree: &OwnedFd) -> io::Result<()> {
     #[repr(C)]
     struct MountAttr {

@@ -673,12 +673,14 @@ impl Engine {
         }
         self.detach_storage(new, &rt.sandbox);
         self.hand_sandbox(new, old, rt);
-        let again = async {
-            self.save(&[&*old, &*new]).await?;
-            let started = self.set_up_and_start(old, rt, None, None).await;
-            self.settle_start(old, rt, started).await
-        }
-        .await;
+        let again = match self.save(&[&*old, &*new]).await {
+            Ok(()) => {
+                let started = self.set_up_and_start(old, rt, None, None).await;
+                self.settle_start(old, rt, started).await
+            }
+            // OLD is not on record with the sandbox: end it, as a failed start would.
+            Err(e) => self.settle_start(old, rt, Err(e)).await,
+        };
         let note = match again {
             Ok(()) => format!("pod {} runs again in its sandbox", old.name),
             Err(a) => format!("pod {} could not start again either: {}", old.name, chain(&a)),
@@ -1049,14 +1051,17 @@ impl Engine {
             if let Ok(Some(mut latest)) = self.store.get(&rec.id) {
                 let mut changed = false;
                 for c in latest.containers.iter_mut().filter(|c| c.status.state == "running") {
-                    if let Some(p) = state.containers.iter().find(|p| p.id == c.id && p.exit.is_none()) {
-                        changed |= c.status.pid != Some(p.pid) || c.status.restarts != p.restarts;
+                    // Only forward: a restart reported since the hello (the events flow already) is newer.
+                    if let Some(p) = state.containers.iter().find(|p| p.id == c.id && p.exit.is_none() && p.restarts > c.status.restarts) {
+                        changed = true;
                         c.status.pid = Some(p.pid);
                         c.status.restarts = p.restarts;
                     }
                 }
                 if changed {
-                    self.store.put(&[&latest])?;
+                    if let Err(e) = self.store.put(&[&latest]) {
+                        log::warn!("pod {}: recording restarts while hyperd was away: {e}", rec.id);
+                    }
                 }
             }
         }

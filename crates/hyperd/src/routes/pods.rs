@@ -311,6 +311,7 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
         // when writing to the client failed).
         let mut guard = SessionInput { input, owned: owns_input };
         let input = &mut guard.input;
+        let mut input_ended = false;
         let mut buf = Vec::new();
         let mut tmp = vec![0u8; 32 << 10];
         loop {
@@ -322,16 +323,17 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
             loop {
                 match st::decode(&mut buf) {
                     Ok(Some((st::STDIN, data))) => {
-                        if let Some(i) = input.as_mut() {
+                        if let Some(i) = input.as_mut().filter(|_| !input_ended) {
                             if i.write(&data).await.is_err() {
                                 *input = None;
                             }
                         }
                     }
                     Ok(Some((st::STDIN_CLOSE, _))) => {
-                        match input.as_mut() {
-                            Some(i) if eof_closes_input => i.close(),
-                            _ => *input = None,
+                        // The client sends no more; an attach keeps its handle for resizes.
+                        input_ended = true;
+                        if let Some(i) = input.as_mut().filter(|_| eof_closes_input) {
+                            i.close();
                         }
                     }
                     Ok(Some((st::RESIZE, p))) if p.len() == 4 => {

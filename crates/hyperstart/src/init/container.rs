@@ -70,11 +70,20 @@ fn on_mount_point(target: &Path, is_dir: bool, mount: impl Fn() -> std::io::Resu
 /// Attaches a cloned tree at its destination. The destination is resolved inside the container's root, so an
 /// image's symlinks cannot point it elsewhere.
 fn bind_from_fd(b: &Bind) -> R<()> {
-    if b.read_only {
-        // Every mount of the tree, before it is attached (a remount of the top left those below writable).
-        ctx(sys::make_tree_read_only(&b.fd), || format!("making {} read-only", b.dest.display()))?;
+    // Every mount of the tree, before it is attached (a remount of the top leaves those below writable); on
+    // kernels before 5.12, the top only.
+    let whole_tree = match b.read_only.then(|| sys::make_tree_read_only(&b.fd)) {
+        None | Some(Ok(())) => true,
+        Some(Err(e)) if e.raw_os_error() == Some(libc::ENOSYS) => false,
+        Some(Err(e)) => return Err(format!("making {} read-only: {e}", b.dest.display())),
+    };
+    ctx(on_mount_point(&b.dest, b.is_dir, || sys::move_mount(&b.fd, &b.dest)), || format!("mounting onto {}", b.dest.display()))?;
+    if !whole_tree {
+        ctx(sys::mount(None, &b.dest, None, MS_RO_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV, None), || {
+            format!("making {} read-only", b.dest.display())
+        })?;
     }
-    ctx(on_mount_point(&b.dest, b.is_dir, || sys::move_mount(&b.fd, &b.dest)), || format!("mounting onto {}", b.dest.display()))
+    Ok(())
 }
 
 fn setup_dev() -> R<()> {
