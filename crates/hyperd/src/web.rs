@@ -118,7 +118,7 @@ pub fn query_one(q: &HashMap<String, Vec<String>>, key: &str) -> Option<String> 
 }
 
 pub fn query_bool(q: &HashMap<String, Vec<String>>, key: &str) -> bool {
-    matches!(query_one(q, key).as_deref(), Some("1" | "true" | "yes"))
+    query_one(q, key).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 pub fn require(q: &HashMap<String, Vec<String>>, key: &str) -> Result<String, ApiError> {

@@ -173,6 +173,10 @@ impl Engine {
             }
             Err(e) => {
                 rt.forget_exec(&id);
+                // An agent that did not answer in time may still run the exec, with nobody to take its output:
+                // it goes (sent without waiting: the requests queue behind what holds the agent up).
+                drop(rt.agent.send(Request::SignalExec { id: id.clone(), signal: libc::SIGKILL }).await);
+                drop(rt.agent.send(Request::RemoveExec { id: id.clone() }).await);
                 return Err(PodError::Sandbox(format!("exec in {}: {}", c.name, e.message)));
             }
         }
