@@ -155,6 +155,14 @@ pub fn lifecycle(driver: &str) {
     let ps = d.sh("new", "ps -o args");
     assert!(ps.contains("sleep 100001"), "NEW's container runs again: {ps}");
     d.ok(&["rm", "broken"]);
+    // Hyper's other forms: -f PODFILE (the new pod is made, and removed again when the replace fails), OLD NEW
+    let err = d.fails(&["replace", "-o", "new", "-f", &broken]);
+    assert!(err.contains("pod new runs again in its sandbox"), "{err}");
+    assert!(!d.hyper(&["inspect", "broken"]).status.success(), "the pod made from the podfile is gone again");
+    d.ok(&["replace", "new", "old"]);
+    assert_eq!((state(&d, "old"), state(&d, "new")), ("running".into(), "created".into()));
+    d.ok(&["replace", "old", "new"]);
+    assert_eq!(sandbox_id(&d, "new"), sb);
     // replace with NEW not Created: refused
     let err = d.fails(&["replace", "-o", "new", "-n", "new"]);
     assert!(err.contains("cannot replace itself"), "{err}");

@@ -110,11 +110,20 @@ pub struct RmArgs {
 #[derive(Debug, Args)]
 pub struct ReplaceArgs {
     /// The running pod whose sandbox is taken over.
-    #[arg(short = 'o', long = "oldpod")]
-    old: String,
+    #[arg(short = 'o', long = "oldpod", required_unless_present = "pods")]
+    old: Option<String>,
     /// The created pod that runs in it.
-    #[arg(short = 'n', long = "newpod")]
-    new: String,
+    #[arg(short = 'n', long = "newpod", conflicts_with = "file")]
+    new: Option<String>,
+    /// Or a podfile: the new pod is created from it (and removed again if the replace fails), as Hyper's -f.
+    #[arg(short = 'f', long = "file", value_name = "PODFILE")]
+    file: Option<PathBuf>,
+    /// Treat the podfile as YAML whatever its name.
+    #[arg(short = 'y', long)]
+    yaml: bool,
+    /// Hyper's first form: OLD NEW.
+    #[arg(value_names = ["OLD", "NEW"], num_args = 2, conflicts_with_all = ["old", "new", "file"])]
+    pods: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -423,9 +432,27 @@ where
 }
 
 pub async fn replace(c: &Client, a: ReplaceArgs) -> CmdResult {
-    let s: api::PodSummary = c.call(Method::POST, "/pods/replace", &api::ReplaceRequest { old: a.old, new: a.new }).await?;
-    println!("{}", s.id);
-    Ok(ExitCode::SUCCESS)
+    let (old, new, made) = match (a.pods.as_slice(), a.old, a.new, a.file) {
+        ([old, new], ..) => (old.clone(), new.clone(), false),
+        (_, Some(old), Some(new), None) => (old, new, false),
+        (_, Some(old), None, Some(file)) => {
+            let created = create_pod(c, read_podfile(&file, a.yaml)?, false).await?;
+            (old, created.id, true)
+        }
+        _ => return Err("give the new pod: -n POD, or -f PODFILE".into()),
+    };
+    match c.call::<_, api::PodSummary>(Method::POST, "/pods/replace", &api::ReplaceRequest { old, new: new.clone() }).await {
+        Ok(s) => {
+            println!("{}", s.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if made {
+                let _ = c.send(Method::DELETE, &format!("/pods?pod={}&force=true", q(&new)), client::empty(), "application/json").await;
+            }
+            Err(Box::new(e))
+        }
+    }
 }
 
 pub async fn exec(c: &Client, a: ExecArgs) -> CmdResult {
