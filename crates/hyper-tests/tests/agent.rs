@@ -152,4 +152,10 @@ fn container_starts_queued_behind_a_failed_set_up_are_refused() {
         }
         other => panic!("a container with a missing root started: {other:?}"),
     }
+
+    // The pod goes with its agent: pod-init (given the agent's work directory) used to live on for ever.
+    let work = a._dir.path().join("work").display().to_string();
+    drop(a);
+    let pod_init_left = || hyper_tests::daemon::sandbox_processes(&work);
+    assert!(hyper_tests::wait_until(Duration::from_secs(10), || pod_init_left().is_empty()), "left: {:?}", pod_init_left());
 }

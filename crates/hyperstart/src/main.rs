@@ -113,15 +113,28 @@ fn empty_root(dir: &std::path::Path) -> std::io::Result<()> {
     sys::pivot_root(Path::new("."), Path::new("."))?;
     sys::umount(Path::new("."), libc::MNT_DETACH)?;
     std::env::set_current_dir("/")?;
-    sys::mount(None, Path::new("/"), None, libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY, None)
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    sys::mount(None, Path::new("/"), None, flags, None)
 }
 
 /// PID 1 of the pod's PID namespace: reaps every orphan, ignores every signal it can.
 fn pod_init(dir: &std::path::Path) -> i32 {
-    if let Err(e) = empty_root(dir) {
-        eprintln!("hyperstart pod-init: leaving the agent's root: {e}");
-        return 1;
-    }
+    // The pod does not outlive its agent (the kernel ends the pod's PID namespace with its init). A sandbox's
+    // end kills both anyway; an agent killed alone left pod-init and the pod running for ever.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // Standard output is the agent's pipe: `ok` once out of the agent's root, else why not; then closed.
+    use std::io::Write;
+    let said = match empty_root(dir) {
+        Ok(()) => std::io::stdout().write_all(b"ok"),
+        Err(e) => {
+            let _ = std::io::stdout().write_all(format!("leaving the agent's root: {e}").as_bytes());
+            return 1;
+        }
+    };
+    let _ = said.and_then(|()| std::io::stdout().flush());
+    // SAFETY: closes our own standard output; nothing writes to it again.
+    unsafe { libc::close(1) };
     // SAFETY: sigset manipulation, prctl and waits on our own process; no memory is shared.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"pod-init".as_ptr() as libc::c_ulong, 0, 0, 0);

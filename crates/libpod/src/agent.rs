@@ -79,6 +79,8 @@ pub struct AgentClient {
     next: Arc<AtomicU64>,
     /// What the hello's answer must carry ([`Request::Hello`]'s `nonce`).
     nonce: u64,
+    /// Whether the answer taken carried it.
+    echoed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn lost(msg: &str) -> AgentError {
@@ -112,6 +114,8 @@ impl AgentClient {
         random_bytes(&mut nonce).map_err(|e| format!("a nonce for the agent's hello: {e}"))?;
         let nonce = u64::from_ne_bytes(nonce);
 
+        let echoed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let echoed2 = echoed.clone();
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (itx, irx) = mpsc::unbounded_channel();
@@ -151,6 +155,10 @@ impl AgentClient {
                         let Some((stream, skipped)) = sync.push(&buf[..n], FrameKind::Response, is_hello_answer) else { continue };
                         if skipped > 0 {
                             log::debug!("agent connection: skipped {skipped} bytes of an earlier connection before the hello's answer");
+                        }
+                        let carried = |p: &[u8]| serde_json::from_slice::<Response>(p).is_ok_and(|r| r.nonce == Some(nonce));
+                        if agent_proto::find_control_frame(&stream, FrameKind::Response, carried) == Some(0) {
+                            echoed2.store(true, Ordering::SeqCst);
                         }
                         dec.feed(&stream);
                         before_hello = None;
@@ -200,7 +208,7 @@ impl AgentClient {
             }
             let _ = itx.send(Inbound::Disconnected(reason));
         });
-        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(HELLO_ID)), nonce }, irx))
+        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(HELLO_ID)), nonce, echoed }, irx))
     }
 
     /// The first request on every connection: the protocol version, the host's clock, fresh randomness (a VM
@@ -212,6 +220,11 @@ impl AgentClient {
             entropy.clear();
         }
         Request::Hello { version: agent_proto::VERSION, time_ns, entropy, nonce: self.nonce }
+    }
+
+    /// Whether the agent's answer to the hello carried its nonce (an agent from before the nonce answers without).
+    pub fn nonce_echoed(&self) -> bool {
+        self.echoed.load(Ordering::SeqCst)
     }
 
     /// Sends a request and waits for its response.
@@ -329,6 +342,7 @@ mod tests {
         let reply = client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
         let Reply::Hello { agent, .. } = reply else { panic!("{reply:?}") };
         assert_eq!(agent, "true", "the forged answer was taken");
+        assert!(client.nonce_echoed());
         drop(peer.join().unwrap());
     }
 
@@ -341,6 +355,7 @@ mod tests {
             let (client, _rx) = AgentClient::connect(&path, Duration::from_secs(5), || true, required).await.unwrap();
             let reply = client.send(client.hello()).await.wait_timeout(Duration::from_secs(1)).await;
             assert_eq!(reply.is_ok(), !required, "nonce required: {required}: {reply:?}");
+            assert!(!client.nonce_echoed());
             drop(peer.join().unwrap());
         }
     }

@@ -244,8 +244,6 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        // This daemon's sandboxes run an agent that echoes the hello's nonce: only an answer with it is taken.
-        state.details.insert(HELLO_NONCE.into(), "yes".into());
         if let Some(e) = &endpoint {
             state.details.insert("ip".into(), e.address.to_string());
             state.details.insert("prefix".into(), e.prefix.to_string());
@@ -264,6 +262,14 @@ impl Engine {
             let setup = (!restored).then(|| Request::SetupPod(pod_setup(rec, &state)));
             let (client, rx, _, setup) = self.greet_agent(&state, restored.then_some(Duration::from_millis(300)), self.cfg.agent_timeout, setup).await?;
             log::info!("sandbox {} ({}): agent ready {} ms after start", state.id, state.driver, t0.elapsed().as_millis());
+            // An agent that echoes the hello's nonce: from now on only an answer with it is taken (an older
+            // agent, from an older --initrd, is greeted as before). On record with the start's result.
+            if client.nonce_echoed() {
+                state.details.insert(HELLO_NONCE.into(), "yes".into());
+                if let Some(sb) = rec.sandbox.as_mut() {
+                    sb.details.insert(HELLO_NONCE.into(), "yes".into());
+                }
+            }
 
             let rt = Arc::new(Runtime::new(&rec.id, state.clone(), client, 1));
             tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
@@ -731,7 +737,10 @@ impl Engine {
         self.detach_storage(&old, &rt.sandbox);
         let reset = t0.elapsed();
         self.hand_sandbox(&mut old, &mut new, &rt);
-        self.save(&[&old, &new]).await?;
+        if let Err(e) = self.save(&[&old, &new]).await {
+            // Not on record with the sandbox: OLD takes it back (or it ends).
+            return Err(self.give_back(&mut old, &mut new, &rt, e).await);
+        }
         let handed = t0.elapsed();
         let started = self.set_up_and_start(&mut new, &rt, None, None).await;
         if let Err(e) = started {

@@ -113,7 +113,7 @@ pub struct ReplaceArgs {
     #[arg(short = 'o', long = "oldpod", required_unless_present = "pods")]
     old: Option<String>,
     /// The created pod that runs in it.
-    #[arg(short = 'n', long = "newpod", conflicts_with = "file")]
+    #[arg(short = 'n', long = "newpod", conflicts_with = "file", required_unless_present_any = ["file", "pods"])]
     new: Option<String>,
     /// Or a podfile: the new pod is created from it (and removed again if the replace fails), as Hyper's -f.
     #[arg(short = 'f', long = "file", value_name = "PODFILE")]
@@ -447,8 +447,14 @@ pub async fn replace(c: &Client, a: ReplaceArgs) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            // The pod made from the podfile goes again, unless it runs after all (the answer lost on the way).
             if made {
-                let _ = c.send(Method::DELETE, &format!("/pods?pod={}&force=true", q(&new)), client::empty(), "application/json").await;
+                let still_created = c.get::<api::PodInspect>(&format!("/pods/inspect?pod={}", q(&new))).await.is_ok_and(|p| p.state == "created");
+                let removed = still_created
+                    && c.send(Method::DELETE, &format!("/pods?pod={}", q(&new)), client::empty(), "application/json").await.is_ok_and(|r| r.status().is_success());
+                if !removed {
+                    eprintln!("hyper: the pod made from the podfile, {new}, is left");
+                }
             }
             Err(Box::new(e))
         }

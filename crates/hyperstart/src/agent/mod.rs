@@ -865,7 +865,8 @@ impl Agent {
                     .map_err(|e| err(K::Failed, format!("creating the pod's namespaces: {e}")))?;
             }
             crate::vm::trace("setup: namespaces");
-            let init_pid = spawn::pod_init(&self.opts.work).map_err(|e| err(K::Failed, format!("starting pod-init: {e}")))?;
+            let (init_pid, ready) = spawn::pod_init(&self.opts.work).map_err(|e| err(K::Failed, format!("starting pod-init: {e}")))?;
+            spawn::pod_init_ready(ready).map_err(|e| err(K::Failed, e))?;
             crate::vm::trace("setup: pod-init");
             self.owners.insert(init_pid, Owner::PodInit);
             let pidns = sys::ns_id(init_pid, "pid").ok_or_else(|| err(K::Failed, "pod-init vanished"))?;
