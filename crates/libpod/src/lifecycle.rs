@@ -222,17 +222,31 @@ impl Engine {
     /// A new sandbox with a connected agent, and what waits for the answer to the pod's set-up when that was
     /// sent right behind the hello. The sandbox is recorded at once, so a daemon that dies half way finds it
     /// (and cleans it up) when it starts again.
+    /// Starts a sandbox for `rec` and greets its agent. A VM taken from the cache that does not answer (it died
+    /// while it waited: a QEMU killed from outside can look alive, and take a connection, until its last thread
+    /// is gone) is ended and replaced once, the way a start without the cache would have gone.
     async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<(Arc<Runtime>, Option<PendingReply>), PodError> {
+        match self.start_sandbox_once(rec).await {
+            Err((e, true)) => {
+                log::warn!("pod {}: the VM taken from the cache did not answer ({}); starting another", rec.id, chain(&e));
+                self.start_sandbox_once(rec).await.map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One try of [`Engine::start_sandbox`]; an error says whether the sandbox came from the VM cache.
+    async fn start_sandbox_once(&self, rec: &mut PodRecord) -> Result<(Arc<Runtime>, Option<PendingReply>), (PodError, bool)> {
         let sbid = random_id("sb-");
         let endpoint = match &self.network {
-            Some(n) => Some(n.endpoint(&sbid, &host_if_of(&sbid))?),
+            Some(n) => Some(n.endpoint(&sbid, &host_if_of(&sbid)).map_err(|e| (e.into(), false))?),
             None => None,
         };
         let nic = endpoint.as_ref().map(|e| sandbox::Nic { host_if: e.host_if.clone(), mac: e.mac.clone(), bridge: e.bridge.clone(), mtu: e.mtu });
         let cfg = SandboxConfig { id: sbid.clone(), dir: self.cfg.root.join("sandboxes").join(&sbid), vcpu: rec.vcpu, memory_mb: rec.memory, nic };
         let driver = self.driver.clone();
         let t0 = Instant::now();
-        let started = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| PodError::Internal(e.to_string()))?;
+        let started = tokio::task::spawn_blocking(move || driver.start(&cfg)).await.map_err(|e| (PodError::Internal(e.to_string()), false))?;
         log::debug!("sandbox {sbid}: driver start {} ms", t0.elapsed().as_millis());
 
         let mut state = match started {
@@ -241,7 +255,7 @@ impl Engine {
                 if let Some(n) = &self.network {
                     let _ = n.release(&sbid);
                 }
-                return Err(e.into());
+                return Err((e.into(), false));
             }
         };
         if let Some(e) = &endpoint {
@@ -282,11 +296,12 @@ impl Engine {
                 Ok((rt, setup))
             }
             Err(e) => {
+                let cached = state.details.get("boot").is_some_and(|b| b == "cache");
                 let e = with_log_tail(e, &state);
                 self.destroy_sandbox(&state).await;
                 rec.sandbox = None;
-                self.save(&[rec]).await?;
-                Err(e)
+                self.save(&[rec]).await.map_err(|e| (e, false))?;
+                Err((e, cached))
             }
         }
     }
