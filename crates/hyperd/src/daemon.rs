@@ -126,16 +126,20 @@ impl Daemon {
                             // could be cut at the end of the grace, half done.
                             let closing = in_flight.is_closing();
                             let started = in_flight.enter();
+                            // A log follower may go on for ever: it does not hold a stopping daemon up.
+                            let follows = req.uri().path().ends_with("/pods/logs");
                             // Each request runs in a task of its own, to its end: hyper drops a request's future when
                             // its client goes away (a Ctrl-C), and a start, stop or replace dropped between two steps
                             // would leave a VM no pod records, or a pod half started.
                             async move {
                                 let resp = tokio::spawn(async move {
-                                    let _counted = started;
                                     if closing {
                                         return crate::web::error(crate::web::api_error(hyper_api::ErrorKind::Conflict, "hyperd is shutting down"));
                                     }
-                                    crate::routes::route(d, req).await
+                                    let resp = crate::routes::route(d, req).await;
+                                    // Counted until its answer is written, not only until it is made: a stopping
+                                    // daemon would otherwise go with the answer unsent.
+                                    if follows { resp } else { resp.map(|b| http_body_util::BodyExt::boxed_unsync(Counted::body(b, started))) }
                                 })
                                 .await
                                 .unwrap_or_else(|e| {
@@ -172,6 +176,8 @@ impl Daemon {
             if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.idle()).await.is_err() {
                 log::warn!("{} request(s) still under way: leaving them", in_flight.count());
             }
+            // The last answer's bytes may still sit in its connection's buffer: a moment to flush.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         Ok(())
     }
@@ -190,6 +196,42 @@ struct InFlight {
 
 /// One request under way, until dropped.
 struct Counted(Arc<InFlight>);
+
+/// A response body that keeps its request counted until it has been sent (or dropped).
+struct CountedBody {
+    inner: crate::web::Body,
+    counted: Option<Counted>,
+}
+
+impl Counted {
+    fn body(inner: crate::web::Body, counted: Counted) -> CountedBody {
+        CountedBody { inner, counted: Some(counted) }
+    }
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.counted = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Drop for Counted {
     fn drop(&mut self) {
