@@ -109,10 +109,7 @@ fn empty_root(dir: &std::path::Path) -> std::io::Result<()> {
     sys::unshare(libc::CLONE_NEWNS)?;
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)?;
     sys::mount(Some("tmpfs"), dir, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some("size=4k,mode=0555"))?;
-    std::env::set_current_dir(dir)?;
-    sys::pivot_root(Path::new("."), Path::new("."))?;
-    sys::umount(Path::new("."), libc::MNT_DETACH)?;
-    std::env::set_current_dir("/")?;
+    sys::pivot_into(dir)?;
     let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     sys::mount(None, Path::new("/"), None, flags, None)
 }

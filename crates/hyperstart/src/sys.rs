@@ -51,6 +51,15 @@ pub fn pivot_root(new: &Path, old: &Path) -> io::Result<()> {
     check_l(unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) }).map(|_| ())
 }
 
+/// Makes the mount at `dir` the root of this mount namespace (`pivot_root`), with the old root detached under it,
+/// and changes to the new root.
+pub fn pivot_into(dir: &Path) -> io::Result<()> {
+    std::env::set_current_dir(dir)?;
+    pivot_root(Path::new("."), Path::new("."))?;
+    umount(Path::new("."), libc::MNT_DETACH)?;
+    std::env::set_current_dir("/")
+}
+
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: no pointers.
     check(unsafe { libc::unshare(flags) }).map(|_| ())

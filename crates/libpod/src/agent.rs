@@ -149,17 +149,20 @@ impl AgentClient {
                 };
                 match &mut before_hello {
                     Some(sync) => {
+                        // Whether the answer taken carried the nonce (an agent from before it answers without).
+                        let carried = std::cell::Cell::new(false);
                         let is_hello_answer = |p: &[u8]| {
-                            serde_json::from_slice::<Response>(p).is_ok_and(|r| r.id == HELLO_ID && (r.nonce == Some(nonce) || (!require_nonce && r.nonce.is_none())))
+                            serde_json::from_slice::<Response>(p).is_ok_and(|r| {
+                                let taken = r.id == HELLO_ID && (r.nonce == Some(nonce) || (!require_nonce && r.nonce.is_none()));
+                                carried.set(taken && r.nonce.is_some());
+                                taken
+                            })
                         };
                         let Some((stream, skipped)) = sync.push(&buf[..n], FrameKind::Response, is_hello_answer) else { continue };
                         if skipped > 0 {
                             log::debug!("agent connection: skipped {skipped} bytes of an earlier connection before the hello's answer");
                         }
-                        let carried = |p: &[u8]| serde_json::from_slice::<Response>(p).is_ok_and(|r| r.nonce == Some(nonce));
-                        if agent_proto::find_control_frame(&stream, FrameKind::Response, carried) == Some(0) {
-                            echoed2.store(true, Ordering::SeqCst);
-                        }
+                        echoed2.store(carried.get(), Ordering::SeqCst);
                         dec.feed(&stream);
                         before_hello = None;
                     }

@@ -110,7 +110,8 @@ impl Engine {
                 .store
                 .all()?
                 .into_iter()
-                .find_map(|p| p.containers.iter().any(|c| c.id == key).then(|| (p.clone(), Some(key.to_string()))))
+                .find(|p| p.containers.iter().any(|c| c.id == key))
+                .map(|p| (p, Some(key.to_string())))
                 .ok_or(PodError::NotFound(format!("{e}, nor a container with that id"))),
             Err(e) => Err(e),
         }
@@ -174,8 +175,7 @@ impl Engine {
             Err(e) => {
                 rt.forget_exec(&id);
                 // An agent that did not answer in time may still run the exec, with nobody to take its output:
-                // it goes (sent without waiting: the requests queue behind what holds the agent up).
-                drop(rt.agent.send(Request::SignalExec { id: id.clone(), signal: libc::SIGKILL }).await);
+                // it goes (removing a running exec kills it; sent without waiting, behind what holds the agent up).
                 drop(rt.agent.send(Request::RemoveExec { id: id.clone() }).await);
                 return Err(PodError::Sandbox(format!("exec in {}: {}", c.name, e.message)));
             }

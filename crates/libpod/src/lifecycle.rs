@@ -51,11 +51,16 @@ fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
     if parts.is_empty() {
         return e;
     }
+    with_note(e, &format!(" ({})", parts.join("; ")))
+}
+
+/// `e` with `note` appended to its message, as a sandbox error.
+fn with_note(e: PodError, note: &str) -> PodError {
     let msg = match &e {
         PodError::Sandbox(m) => m.clone(),
         other => chain(other),
     };
-    PodError::Sandbox(format!("{msg} ({})", parts.join("; ")))
+    PodError::Sandbox(format!("{msg}{note}"))
 }
 
 /// A container's stdout, stderr and stdin streams.
@@ -221,10 +226,9 @@ impl Engine {
 
     /// A new sandbox with a connected agent, and what waits for the answer to the pod's set-up when that was
     /// sent right behind the hello. The sandbox is recorded at once, so a daemon that dies half way finds it
-    /// (and cleans it up) when it starts again.
-    /// Starts a sandbox for `rec` and greets its agent. A VM taken from the cache that does not answer (it died
-    /// while it waited: a QEMU killed from outside can look alive, and take a connection, until its last thread
-    /// is gone) is ended and replaced once, the way a start without the cache would have gone.
+    /// (and cleans it up) when it starts again. A VM taken from the cache that does not answer (it died while it
+    /// waited: a QEMU killed from outside can look alive, and take a connection, until its last thread is gone)
+    /// is ended and replaced once, the way a start without the cache would have gone.
     async fn start_sandbox(&self, rec: &mut PodRecord) -> Result<(Arc<Runtime>, Option<PendingReply>), PodError> {
         match self.start_sandbox_once(rec).await {
             Err((e, true)) => {
@@ -690,7 +694,7 @@ impl Engine {
         if let Err(r) = rt.agent.call_timeout(Request::ResetPod, EXIT_SLACK).await {
             log::warn!("replace: resetting sandbox {} for pod {}: {}", rt.sandbox.id, old.id, r.message);
             let _ = self.settle_start(new, rt, Err(PodError::Internal(String::new()))).await;
-            return PodError::Sandbox(format!("{}; the sandbox could not be reset for pod {} and is gone", chain(&e), old.name));
+            return with_note(e, &format!("; the sandbox could not be reset for pod {} and is gone", old.name));
         }
         self.detach_storage(new, &rt.sandbox);
         self.hand_sandbox(new, old, rt);
@@ -707,13 +711,7 @@ impl Engine {
             Err(a) => format!("pod {} could not start again either: {}", old.name, chain(&a)),
         };
         log::info!("replace of pod {} by {} failed: {note}", old.id, new.id);
-        match e {
-            PodError::Sandbox(m) => PodError::Sandbox(format!("{m}; {note}")),
-            PodError::Conflict(m) => PodError::Conflict(format!("{m}; {note}")),
-            PodError::InvalidArgument(m) => PodError::InvalidArgument(format!("{m}; {note}")),
-            PodError::NotFound(m) => PodError::NotFound(format!("{m}; {note}")),
-            other => PodError::Sandbox(format!("{}; {note}", chain(&other))),
-        }
+        with_note(e, &format!("; {note}"))
     }
 
     /// Runs NEW in OLD's sandbox: OLD's containers stop and OLD is Created again; the same sandbox (same

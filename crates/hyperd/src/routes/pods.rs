@@ -63,7 +63,7 @@ pub async fn start(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
         require_upgrade(&req)?;
         let container = web::query_one(&q, "container");
         let h = d.engine.start_attached(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false, eof_closes_input: true }));
+        return Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: SessionInput { input: h.input, owned: false }, eof_closes_input: true }));
     }
     let p = d.engine.start(&pod).await.map_err(|e| pod_error(&e))?;
     Ok(web::ok(&summary(&p, d.engine.driver().name())))
@@ -233,7 +233,7 @@ pub async fn attach(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let pod = pod_param(&q)?;
     let container = web::query_one(&q, "container");
     let h: AttachHandle = d.engine.attach(&pod, container.as_deref()).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: h.input, owns_input: false, eof_closes_input: false }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: SessionInput { input: h.input, owned: false }, eof_closes_input: false }))
 }
 
 pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
@@ -246,24 +246,22 @@ pub async fn exec(d: Arc<Daemon>, req: Req) -> Result<Resp, ApiError> {
     let tty = web::query_bool(&q, "tty");
     let stdin = web::query_bool(&q, "stdin");
     let h = d.engine.exec(&pod, container.as_deref(), cmd, tty, stdin).await.map_err(|e| pod_error(&e))?;
-    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: Some(h.input), owns_input: true, eof_closes_input: true }))
+    Ok(upgrade(req, Session { output: h.output, exit: h.exit, input: SessionInput { input: Some(h.input), owned: true }, eof_closes_input: true }))
 }
 
 struct Session {
     output: mpsc::Receiver<Chunk>,
     exit: oneshot::Receiver<i32>,
-    input: Option<InputHandle>,
-    /// The input is this client's alone (an exec's): it ends when the client goes away, as a terminal's
-    /// would, so that a shell left by a closed terminal gets its EOF and ends. A container's input is not
-    /// closed when one of its clients goes.
-    owns_input: bool,
+    input: SessionInput,
     /// The client's end of input ends the process's input (`run -i`, an exec: the client started it with its
     /// input). An attach to a running container only stops sending: later clients can still send.
     eof_closes_input: bool,
 }
 
-/// A session's handle on its process's input: an exec's own input is closed when the session ends, as a
-/// terminal's would be, so that a shell left by its client sees its end of input.
+/// A session's handle on its process's input. The input is `owned` when it is this client's alone (an exec's):
+/// it is then closed when the session ends, however it ends (the client gone before or during the session, a
+/// bad frame, a failed write to the client), as a terminal's would be, so that a shell left by its client sees
+/// its end of input. A container's input is not closed when one of its clients goes.
 struct SessionInput {
     input: Option<InputHandle>,
     owned: bool,
@@ -278,18 +276,13 @@ impl Drop for SessionInput {
 }
 
 /// Answers 101 and serves the session on the upgraded connection.
-fn upgrade(req: Req, mut s: Session) -> Resp {
+fn upgrade(req: Req, s: Session) -> Resp {
     let on = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match on.await {
             Ok(up) => serve(TokioIo::new(up), s).await,
-            Err(e) => {
-                // The client went before its session began: an exec's input ends here too.
-                log::debug!("upgrade failed: {e}");
-                if let Some(i) = s.input.as_mut().filter(|_| s.owns_input) {
-                    i.close();
-                }
-            }
+            // The client went before its session began (dropping the session closes an exec's input).
+            Err(e) => log::debug!("upgrade failed: {e}"),
         }
     });
     Response::builder()
@@ -300,16 +293,11 @@ fn upgrade(req: Req, mut s: Session) -> Resp {
         .expect("valid response")
 }
 
-async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static>(io: IO, mut s: Session) {
+async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static>(io: IO, s: Session) {
     let (mut rd, mut wr) = tokio::io::split(io);
     // Client -> process: stdin, resizes, close.
-    let input = s.input.take();
-    let owns_input = s.owns_input;
-    let eof_closes_input = s.eof_closes_input;
+    let Session { mut output, mut exit, input: mut guard, eof_closes_input } = s;
     let reader = tokio::spawn(async move {
-        // Closed on drop when the exec owns it, however this task ends (the client gone, a bad frame, or aborted
-        // when writing to the client failed).
-        let mut guard = SessionInput { input, owned: owns_input };
         let input = &mut guard.input;
         let mut input_ended = false;
         let mut buf = Vec::new();
@@ -352,18 +340,18 @@ async fn serve<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin +
     let code = loop {
         tokio::select! {
             biased;
-            chunk = s.output.recv() => match chunk {
+            chunk = output.recv() => match chunk {
                 Some(c) => {
                     if wr.write_all(&session_frame(c)).await.is_err() {
                         reader.abort();
                         return;
                     }
                 }
-                None => break (&mut s.exit).await.ok(),
+                None => break (&mut exit).await.ok(),
             },
-            code = &mut s.exit => {
+            code = &mut exit => {
                 // Output that arrived before the exit is still queued: send it first.
-                while let Ok(c) = s.output.try_recv() {
+                while let Ok(c) = output.try_recv() {
                     if wr.write_all(&session_frame(c)).await.is_err() {
                         break;
                     }

@@ -650,7 +650,7 @@ impl Agent {
         // Each run's last output is kept whole, beyond the streams' bound (take_rest): while no host takes
         // it (hyperd away), a container that keeps failing would pile up a pipe's worth per run until the
         // guest runs out of memory. Past twice the bound (~16 runs), it restarts once the host has taken some.
-        if [Some(p.stdout), p.stderr].into_iter().flatten().any(|s| self.outs.get(&s).is_some_and(|o| o.holds_restarts())) {
+        if p.outputs().any(|s| self.outs.get(&s).is_some_and(|o| o.holds_restarts())) {
             let at = Instant::now() + RESTART_WHILE_FULL;
             p.restart_at = Some(at);
             self.timers.push((at, Timer::Restart(id.to_string())));

@@ -225,10 +225,7 @@ fn create_inner(c: &ContainerConfig, root: &str, pod_dir: &str, shm: &str) -> R<
     let (shm_fd, _) = open_path(shm)?;
     crate::vm::trace("container: root and mount sources");
 
-    ctx(std::env::set_current_dir(rootp), || format!("entering {root}"))?;
-    ctx(sys::pivot_root(Path::new("."), Path::new(".")), || "pivot_root".into())?;
-    ctx(sys::umount(Path::new("."), libc::MNT_DETACH), || "detaching the old root".into())?;
-    ctx(std::env::set_current_dir("/"), || "chdir /".into())?;
+    ctx(sys::pivot_into(rootp), || format!("entering {root}"))?;
 
     let proc_ = Path::new("/proc");
     ctx(on_mount_point(proc_, true, || sys::mount(Some("proc"), proc_, Some("proc"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None)), || {
