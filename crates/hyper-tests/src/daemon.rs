@@ -15,6 +15,9 @@ pub struct Daemon {
     child: Option<Child>,
     /// Which bridge and subnet this daemon uses (unique per test process).
     pub net_id: u32,
+    /// Whether hyperd sees a cgroup v2 hierarchy (a private cgroup2 mount) at /sys/fs/cgroup, as on a host with
+    /// only v2, whatever the host has.
+    cgroup2_view: bool,
 }
 
 static NET_IDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -33,6 +36,17 @@ impl Daemon {
 impl Daemon {
     /// Starts hyperd with extra flags.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_with(args, false)
+    }
+
+    /// Starts hyperd in a mount namespace of its own where /sys/fs/cgroup is a cgroup2 mount, as on a host with
+    /// only cgroup v2. (On a hybrid host the v1 controllers stay bound to their hierarchies: the v2 mount has
+    /// none of them, but cgroup BPF programs work on it.)
+    pub fn start_seeing_cgroup2(args: &[&str]) -> Daemon {
+        Daemon::start_with(args, true)
+    }
+
+    fn start_with(args: &[&str], cgroup2_view: bool) -> Daemon {
         crate::require_root();
         let dir = tempfile::Builder::new().prefix("hyperd-test-").tempdir().expect("tempdir");
         // A test may give its own root (a symlink, say); the daemon's temporary directory's otherwise.
@@ -48,7 +62,7 @@ impl Daemon {
         let socket = dir.path().join("hyper.sock");
         // Unique across test binaries running at once too: mix in the process id.
         let net_id = (std::process::id() % 40) * 100 + NET_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100;
-        let mut d = Daemon { root, socket, args: args.iter().map(|s| s.to_string()).collect(), child: None, dir, net_id };
+        let mut d = Daemon { root, socket, args: args.iter().map(|s| s.to_string()).collect(), child: None, dir, net_id, cgroup2_view };
 
         d.spawn();
         d
@@ -66,7 +80,12 @@ impl Daemon {
         if !self.args.iter().any(|a| a == "--root") {
             own_root = vec![Path::new("--root"), &self.root];
         }
-        let child = Command::new(bin_dir().join("hyperd"))
+        let mut command = Command::new(bin_dir().join("hyperd"));
+        if self.cgroup2_view {
+            command = Command::new("unshare");
+            command.args(["--mount", "--propagation", "private", "sh", "-c", "mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$0\" \"$@\""]).arg(bin_dir().join("hyperd"));
+        }
+        let child = command
             .args(own_root)
             .arg("--socket")
             .arg(&self.socket)
@@ -229,7 +248,8 @@ impl Daemon {
             }
         }
         for s in &sandboxes {
-            for c in ["memory", "cpu", "pids"] {
+            // v1 controllers, a hybrid host's v2 mount (a daemon seeing only cgroup2 used it), a v2 host.
+            for c in ["memory", "cpu", "pids", "devices", "unified", ""] {
                 let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join("hyper").join(s));
             }
         }

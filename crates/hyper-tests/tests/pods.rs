@@ -456,7 +456,6 @@ pub fn a_hostile_passwd_file_holds_up_no_exec(driver: &str) {
 /// (a shell left by a closed terminal used to wait for input forever).
 pub fn client_sessions_behave_like_a_terminal(driver: &str) {
     use std::io::Write;
-    use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
     let d = Daemon::with_driver(driver, &[]);
     let mut run = d.cmd(&["run", "-i", "--rm", "busybox", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
@@ -853,6 +852,24 @@ pub fn a_frozen_sandbox_is_removed(driver: &str) {
     assert!(status.is_some_and(|s| s.success()), "rm -f of a frozen sandbox: {status:?}\n{}", d.log());
     assert_sandbox_gone(&d, &sb);
     assert_eq!(d.json(&["list"]), json!([]));
+}
+
+/// On a host with only cgroup v2 the ns driver's device list is a BPF program on the sandbox's cgroup: a node of
+/// a host device outside the list can be made but not opened, the usual devices open.
+#[test]
+fn ns_device_list_on_cgroup_v2() {
+    let d = Daemon::start_seeing_cgroup2(&["--driver", "ns"]);
+    d.ok(&["load", "-i", hyper_tests::fixtures_dir().join("busybox.tar").to_str().unwrap()]);
+    let pf = d.podfile("v2.json", &json!({"id": "v2", "containers": [{"image": "busybox", "command": ["sleep", "1000"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let sb = sandbox_id(&d, "v2");
+    assert_eq!(d.sh("v2", "grep '^0::' /proc/self/cgroup").trim(), format!("0::/hyper/{sb}"), "the container is in the sandbox's v2 cgroup");
+    assert!(d.inspect("v2")["sandbox"]["details"]["cgroups"].as_str().unwrap_or_default().starts_with("/sys/fs/cgroup/hyper/"), "{}", d.inspect("v2"));
+    let out = d.hyper(&["exec", "v2", "sh", "-c", "mknod /tmp/lc c 10 237 && exec 3</tmp/lc"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Operation not permitted"), "a host device opened in a container: {err}");
+    assert_eq!(d.sh("v2", "mknod /tmp/null c 1 3 && echo x > /tmp/null && head -c 3 /dev/zero | wc -c && ls /dev/pts/ptmx").trim(), "3\n/dev/pts/ptmx");
+    d.ok(&["rm", "-f", "v2"]);
 }
 
 macro_rules! pod_suite {

@@ -1,28 +1,31 @@
 //! A thin cgroup writer for pod limits: cgroup v2 when the unified hierarchy has controllers, else v1
-//! (memory, cpu, pids, devices). On hybrid hosts (v1 controllers plus an empty v2 mount) v1 is used.
+//! (memory, cpu, pids, devices; on v2 the device list is a BPF program, see `device_filter`). On hybrid hosts
+//! (v1 controllers plus an empty v2 mount) v1 is used.
 
 use std::path::{Path, PathBuf};
 
+use crate::device_filter::DeviceRule;
 use crate::{SandboxError, io_err};
 
 const ROOT: &str = "/sys/fs/cgroup";
 const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "devices"];
 
-/// The devices a pod's processes may use (v1 `devices.allow` after denying all), Docker's defaults: the
-/// usual character devices and terminals, and mknod of any node, which then cannot be opened. Without this a
-/// container's root (host root, in the ns driver) could make a node of the host's disk and write to it.
-const DEVICES_ALLOWED: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",  // null
-    "c 1:5 rwm",  // zero
-    "c 1:7 rwm",  // full
-    "c 1:8 rwm",  // random
-    "c 1:9 rwm",  // urandom
-    "c 5:0 rwm",  // tty
-    "c 5:1 rwm",  // console
-    "c 5:2 rwm",  // ptmx
-    "c 136:* rwm", // pts
+/// The devices a pod's processes may use, Docker's defaults: the usual character devices and terminals, and
+/// mknod of any node, which then cannot be opened. Without this a container's root (host root, in the ns
+/// driver) could make a node of the host's disk and write to it. On v1 it is the `devices` controller's list
+/// (after denying all); on v2 a BPF program attached to the cgroup (`device_filter`).
+const DEVICES_ALLOWED: &[DeviceRule] = &[
+    DeviceRule { kind: 'c', major: None, minor: None, access: "m" },
+    DeviceRule { kind: 'b', major: None, minor: None, access: "m" },
+    DeviceRule { kind: 'c', major: Some(1), minor: Some(3), access: "rwm" },  // null
+    DeviceRule { kind: 'c', major: Some(1), minor: Some(5), access: "rwm" },  // zero
+    DeviceRule { kind: 'c', major: Some(1), minor: Some(7), access: "rwm" },  // full
+    DeviceRule { kind: 'c', major: Some(1), minor: Some(8), access: "rwm" },  // random
+    DeviceRule { kind: 'c', major: Some(1), minor: Some(9), access: "rwm" },  // urandom
+    DeviceRule { kind: 'c', major: Some(5), minor: Some(0), access: "rwm" },  // tty
+    DeviceRule { kind: 'c', major: Some(5), minor: Some(1), access: "rwm" },  // console
+    DeviceRule { kind: 'c', major: Some(5), minor: Some(2), access: "rwm" },  // ptmx
+    DeviceRule { kind: 'c', major: Some(136), minor: None, access: "rwm" }, // pts
 ];
 
 /// Limits for one sandbox.
@@ -98,6 +101,7 @@ impl Cgroup {
                 if f("pids.max").exists() {
                     write(&f("pids.max"), &l.pids.to_string())?;
                 }
+                crate::device_filter::attach(p, DEVICES_ALLOWED)?;
             } else if p.starts_with(Path::new(ROOT).join("memory")) {
                 write(&f("memory.limit_in_bytes"), &l.memory_bytes.to_string())?;
             } else if p.starts_with(Path::new(ROOT).join("cpu")) {
@@ -108,7 +112,7 @@ impl Cgroup {
             } else if p.starts_with(Path::new(ROOT).join("devices")) {
                 write(&f("devices.deny"), "a")?;
                 for rule in DEVICES_ALLOWED {
-                    write(&f("devices.allow"), rule)?;
+                    write(&f("devices.allow"), &rule.v1())?;
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! nothing of pods, containers' processes or the daemon (those live in the agent and in libpod).
 
 pub mod cgroups;
+pub mod device_filter;
 pub mod ns;
 pub mod qemu;
 pub mod rootdir;
