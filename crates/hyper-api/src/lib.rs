@@ -25,10 +25,14 @@ pub enum ErrorKind {
     Unauthorized,
     /// Something named does not exist (404).
     NotFound,
+    /// The path exists but not for this method (405).
+    MethodNotAllowed,
     /// The object is not in a state that allows the operation (409).
     Conflict,
     /// The request is valid but names something that exists already (409).
     AlreadyExists,
+    /// The request body is larger than the daemon takes (413).
+    TooLarge,
     /// A remote party (registry) failed or sent bad data (502).
     Upstream,
     /// Anything else (500).
@@ -41,7 +45,9 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => 400,
             ErrorKind::Unauthorized => 401,
             ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::Conflict | ErrorKind::AlreadyExists => 409,
+            ErrorKind::TooLarge => 413,
             ErrorKind::Upstream => 502,
             ErrorKind::Internal => 500,
         }

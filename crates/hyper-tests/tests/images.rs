@@ -520,6 +520,35 @@ fn a_half_sent_request_does_not_hold_its_connection() {
     assert_eq!(d.json(&["version"])["server"]["version"], json!(env!("CARGO_PKG_VERSION")), "the daemon serves on");
 }
 
+/// A known path asked with the wrong method is 405 with the methods it takes, an unknown one 404, a JSON body
+/// over the limit 413: each names the problem (a wrong method used to be a 404 "no route").
+#[test]
+fn wrong_methods_and_big_bodies_get_their_own_answers() {
+    use std::io::{Read, Write};
+    let d = Daemon::start(&[]);
+    let ask = |head: &str, body: &[u8]| {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        write!(s, "{head} HTTP/1.1\r\nHost: hyperd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+        // The daemon may answer before it has read all of a body it refuses.
+        let _ = s.write_all(body);
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp
+    };
+    let r = ask("PUT /v1/pods", b"");
+    assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("allow: get, post, delete"), "{r}");
+    assert!(r.contains("PUT is not allowed on /v1/pods: use GET or POST or DELETE"), "{r}");
+    let r = ask("GET /v1/pods/start?pod=x", b"");
+    assert!(r.starts_with("HTTP/1.1 405") && r.contains("use POST"), "{r}");
+    let r = ask("GET /v1/nosuch", b"");
+    assert!(r.starts_with("HTTP/1.1 404") && r.contains("no route for GET /v1/nosuch"), "{r}");
+    let big = vec![b' '; 17 << 20];
+    let r = ask("POST /v1/images/tag", &big);
+    assert!(r.starts_with("HTTP/1.1 413") && r.contains("larger than 16 MiB"), "{}", &r[..r.len().min(300)]);
+    assert_eq!(d.json(&["version"])["server"]["version"], json!(env!("CARGO_PKG_VERSION")), "the daemon serves on");
+}
+
 /// A small disk (a 600 MiB tmpfs) for the image store of a daemon; unmounted when dropped.
 struct SmallDisk {
     tmp: tempfile::TempDir,

@@ -96,7 +96,13 @@ pub async fn read_json<T: DeserializeOwned>(req: Req) -> Result<T, ApiError> {
     let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
         .collect()
         .await
-        .map_err(|e| api_error(ErrorKind::InvalidArgument, format!("reading request body: {e}")))?
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                api_error(ErrorKind::TooLarge, format!("the request body is larger than {} MiB", MAX_JSON_BODY >> 20))
+            } else {
+                api_error(ErrorKind::InvalidArgument, format!("reading request body: {e}"))
+            }
+        })?
         .to_bytes();
     serde_json::from_slice(&body)
         .map_err(|e| api_error(ErrorKind::InvalidArgument, format!("malformed request body: {e}")))

@@ -39,37 +39,109 @@ async fn dispatch(d: Arc<Daemon>, req: Req, method: &Method, path: &str) -> Resu
             ),
         ));
     };
-    match (method, rest) {
-        (&Method::GET, "/version") => Ok(web::ok(&system::version())),
-        (&Method::GET, "/info") => system::info(d).await,
-        (&Method::GET, "/images") => images::list(d).await,
-        (&Method::GET, "/images/inspect") => images::inspect(d, req).await,
-        (&Method::POST, "/images/pull") => images::pull(d, req).await,
-        (&Method::POST, "/images/push") => images::push(d, req).await,
-        (&Method::POST, "/images/load") => images::load(d, req).await,
-        (&Method::GET, "/images/save") => images::save(d, req).await,
-        (&Method::POST, "/images/tag") => images::tag(d, req).await,
-        (&Method::DELETE, "/images") => images::remove(d, req).await,
-        (&Method::POST, "/auth/login") => images::login(d, req).await,
-        (&Method::POST, "/auth/logout") => images::logout(d, req).await,
-        (&Method::GET, "/pods") => pods::list(d).await,
-        (&Method::POST, "/pods") => pods::create(d, req).await,
-        (&Method::DELETE, "/pods") => pods::remove(d, req).await,
-        (&Method::GET, "/pods/inspect") => pods::inspect(d, req).await,
-        (&Method::POST, "/pods/start") => pods::start(d, req).await,
-        (&Method::POST, "/pods/stop") => pods::stop(d, req).await,
-        (&Method::POST, "/pods/replace") => pods::replace(d, req).await,
-        (&Method::POST, "/pods/kill") => pods::kill(d, req).await,
-        (&Method::GET, "/pods/logs") => pods::logs(d, req).await,
-        (&Method::POST, "/pods/attach") => pods::attach(d, req).await,
-        (&Method::POST, "/pods/exec") => pods::exec(d, req).await,
-        (&Method::GET, "/containers") => pods::containers(d).await,
-        (&Method::GET, "/pods/ports") => pods::ports(d, req).await,
-        (&Method::POST, "/pods/ports") => pods::change_ports(d, req).await,
+    let Some(route) = Route::find(method, rest) else {
+        let allowed: Vec<&str> = [Method::GET, Method::POST, Method::DELETE].iter().filter(|m| Route::find(m, rest).is_some()).map(|m| m.as_str()).collect();
+        if allowed.is_empty() {
+            return Err(api_error(ErrorKind::NotFound, format!("no route for {method} {path}")));
+        }
+        let e = api_error(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on {path}: use {}", allowed.join(" or ")));
+        log::debug!("{method} {path}: {}", e.message);
+        let mut r = web::error(e);
+        r.headers_mut().insert(::http::header::ALLOW, ::http::HeaderValue::from_str(&allowed.join(", ")).expect("method names are header values"));
+        return Ok(r);
+    };
+    match route {
+        Route::Version => Ok(web::ok(&system::version())),
+        Route::Info => system::info(d).await,
+        Route::Images => images::list(d).await,
+        Route::ImageInspect => images::inspect(d, req).await,
+        Route::Pull => images::pull(d, req).await,
+        Route::Push => images::push(d, req).await,
+        Route::Load => images::load(d, req).await,
+        Route::Save => images::save(d, req).await,
+        Route::Tag => images::tag(d, req).await,
+        Route::ImageRemove => images::remove(d, req).await,
+        Route::Login => images::login(d, req).await,
+        Route::Logout => images::logout(d, req).await,
+        Route::Pods => pods::list(d).await,
+        Route::Create => pods::create(d, req).await,
+        Route::PodRemove => pods::remove(d, req).await,
+        Route::PodInspect => pods::inspect(d, req).await,
+        Route::Start => pods::start(d, req).await,
+        Route::Stop => pods::stop(d, req).await,
+        Route::Replace => pods::replace(d, req).await,
+        Route::Kill => pods::kill(d, req).await,
+        Route::Logs => pods::logs(d, req).await,
+        Route::Attach => pods::attach(d, req).await,
+        Route::Exec => pods::exec(d, req).await,
+        Route::Containers => pods::containers(d).await,
+        Route::Ports => pods::ports(d, req).await,
+        Route::ChangePorts => pods::change_ports(d, req).await,
+    }
+}
 
-        _ => Err(api_error(
-            ErrorKind::NotFound,
-            format!("no route for {method} {path}"),
-        )),
+/// Every route, found apart from running it so that a known path asked with the wrong method gets 405 and the
+/// methods it takes, not 404.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Version,
+    Info,
+    Images,
+    ImageInspect,
+    Pull,
+    Push,
+    Load,
+    Save,
+    Tag,
+    ImageRemove,
+    Login,
+    Logout,
+    Pods,
+    Create,
+    PodRemove,
+    PodInspect,
+    Start,
+    Stop,
+    Replace,
+    Kill,
+    Logs,
+    Attach,
+    Exec,
+    Containers,
+    Ports,
+    ChangePorts,
+}
+
+impl Route {
+    fn find(method: &Method, path: &str) -> Option<Route> {
+        Some(match (method, path) {
+            (&Method::GET, "/version") => Route::Version,
+            (&Method::GET, "/info") => Route::Info,
+            (&Method::GET, "/images") => Route::Images,
+            (&Method::GET, "/images/inspect") => Route::ImageInspect,
+            (&Method::POST, "/images/pull") => Route::Pull,
+            (&Method::POST, "/images/push") => Route::Push,
+            (&Method::POST, "/images/load") => Route::Load,
+            (&Method::GET, "/images/save") => Route::Save,
+            (&Method::POST, "/images/tag") => Route::Tag,
+            (&Method::DELETE, "/images") => Route::ImageRemove,
+            (&Method::POST, "/auth/login") => Route::Login,
+            (&Method::POST, "/auth/logout") => Route::Logout,
+            (&Method::GET, "/pods") => Route::Pods,
+            (&Method::POST, "/pods") => Route::Create,
+            (&Method::DELETE, "/pods") => Route::PodRemove,
+            (&Method::GET, "/pods/inspect") => Route::PodInspect,
+            (&Method::POST, "/pods/start") => Route::Start,
+            (&Method::POST, "/pods/stop") => Route::Stop,
+            (&Method::POST, "/pods/replace") => Route::Replace,
+            (&Method::POST, "/pods/kill") => Route::Kill,
+            (&Method::GET, "/pods/logs") => Route::Logs,
+            (&Method::POST, "/pods/attach") => Route::Attach,
+            (&Method::POST, "/pods/exec") => Route::Exec,
+            (&Method::GET, "/containers") => Route::Containers,
+            (&Method::GET, "/pods/ports") => Route::Ports,
+            (&Method::POST, "/pods/ports") => Route::ChangePorts,
+            _ => return None,
+        })
     }
 }
