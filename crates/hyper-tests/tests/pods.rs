@@ -872,6 +872,51 @@ fn ns_device_list_on_cgroup_v2() {
     d.ok(&["rm", "-f", "v2"]);
 }
 
+/// A container's log is rotated at `--log-max-size`: two files of about that size stay, `hyper logs` shows
+/// their lines in order without a gap, and a daemon killed and started again takes up the stream where it was
+/// (no line twice, none missing: the counts of the rotated bytes are kept). It used to grow without end.
+#[test]
+fn a_container_log_is_rotated_at_its_limit() {
+    let mut d = Daemon::with_driver("ns", &["--log-max-size", "1"]);
+    let pf = d.podfile("chatty.json", &json!({"id": "chatty", "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c",
+        "i=0; while [ $i -lt 30000 ]; do echo \"line $i ..................................................\"; i=$((i+1)); done; \
+         i=0; while true; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    let logs = |d: &Daemon| d.ok(&["logs", "chatty"]);
+    assert!(wait_until(Duration::from_secs(60), || logs(&d).contains("tick 3\n")), "{}", d.ok(&["logs", "--tail", "5", "chatty"]));
+    let path = std::path::PathBuf::from(d.inspect("chatty")["containers"][0]["log_path"].as_str().unwrap());
+    for p in [path.clone(), std::path::PathBuf::from(format!("{}.1", path.display()))] {
+        let len = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).len();
+        assert!(len <= (1 << 20) + (64 << 10), "{}: {len} bytes", p.display());
+    }
+    // In order, without a gap: the kept end of the lines, then the ticks.
+    let check = |text: &str| -> u64 {
+        let (mut line, mut tick) = (None::<u64>, None::<u64>);
+        for l in text.lines() {
+            let mut w = l.split(' ');
+            let (kind, n) = (w.next().unwrap(), w.next().and_then(|n| n.parse::<u64>().ok()).unwrap_or_else(|| panic!("{l:?}")));
+            assert!(kind != "line" || tick.is_none(), "a line after a tick: {l}");
+            let last = if kind == "line" { &mut line } else { &mut tick };
+            if let Some(prev) = *last {
+                assert_eq!(n, prev + 1, "after {kind} {prev}");
+            }
+            *last = Some(n);
+        }
+        assert_eq!(line, Some(29999));
+        tick.unwrap()
+    };
+    let before = check(&logs(&d));
+    assert!(!logs(&d).contains("line 0 "), "the oldest lines are gone");
+    d.restart();
+    assert!(wait_until(Duration::from_secs(30), || check(&logs(&d)) > before + 10), "ticks go on after the daemon's restart");
+    check(&logs(&d));
+    assert!(!d.log().contains("never arrived"), "{}", d.log());
+    let tail = d.ok(&["logs", "--tail", "2", "chatty"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.starts_with("tick "), "{tail}");
+    d.ok(&["rm", "-f", "chatty"]);
+}
+
 macro_rules! pod_suite {
     ($driver:literal: $($name:ident),* $(,)?) => {
         $( #[test] fn $name() { super::$name($driver) } )*

@@ -85,6 +85,11 @@ pub struct Flags {
     /// MTU of pod interfaces.
     #[arg(long, value_name = "BYTES")]
     pub mtu: Option<u32>,
+    /// Size in MiB at which a container's log file is rotated: the full file is kept as `<name>.log.1`
+    /// (replacing the one before), so a container's log takes at most twice this on disk. 0: no limit
+    /// (default 64).
+    #[arg(long, value_name = "MIB")]
+    pub log_max_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +120,7 @@ struct FileConfig {
     #[serde(default)]
     no_masquerade: bool,
     mtu: Option<u32>,
+    log_max_size: Option<u64>,
 }
 
 /// The effective configuration.
@@ -140,7 +146,12 @@ pub struct Config {
     /// The VM cache (its size 0 when off: a cache an earlier daemon left is removed all the same).
     pub vm_cache: sandbox::qemu::CacheOptions,
     pub network: network::NetworkConfig,
+    /// Bytes at which a container's log is rotated (`None`: never).
+    pub log_max_size: Option<u64>,
 }
+
+/// The size in MiB at which a container's log is rotated, by default.
+pub const DEFAULT_LOG_MAX_SIZE_MIB: u64 = 64;
 
 /// Where scripts/setup.sh puts the guest kernel.
 pub const DEFAULT_KERNEL: &str = "/var/cache/hyper/kernel/vmlinux";
@@ -233,6 +244,10 @@ impl Config {
             },
 
             network,
+            log_max_size: match flags.log_max_size.or(file.log_max_size).unwrap_or(DEFAULT_LOG_MAX_SIZE_MIB) {
+                0 => None,
+                n => Some(n.checked_mul(1 << 20).context("--log-max-size is too large")?),
+            },
 
             driver,
             agent,

@@ -74,7 +74,7 @@ impl Daemon {
         let engine = (|| {
             let network = network::Network::setup(config.network.clone(), db.clone()).context("setting up pod networking")?;
             libpod::Engine::new(
-                libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(agent_timeout) },
+                libpod::EngineConfig { root: config.root.clone(), agent_timeout: std::time::Duration::from_secs(agent_timeout), log_max_size: config.log_max_size },
                 db,
                 images.clone(),
                 driver.clone(),

@@ -248,24 +248,39 @@ impl Engine {
         let me = self.arc();
         let pod_id = rec.id.clone();
         tokio::spawn(async move {
-            let Ok((mut records, mut pos)) = logs::read_from(&path, 0) else { return };
-            if let Some(n) = opts.tail {
-                // The last n lines: count full records from the end.
-                let mut full = 0;
-                let mut cut = records.len();
-                for (i, r) in records.iter().enumerate().rev() {
-                    if r.full {
-                        full += 1;
-                        if full > n {
-                            break;
-                        }
-                    }
-                    cut = i;
-                }
-                records.drain(..cut);
-            }
+            // Read in batches: a log can be far larger than what the daemon should hold at once.
+            let mut cursor = logs::LogCursor::new(&path);
+            // --tail N: skip every full line but the last N (and the pieces of the lines skipped).
+            let mut skip = match opts.tail {
+                Some(n) => logs::count_full_records(&path).unwrap_or(0).saturating_sub(n as u64),
+                None => 0,
+            };
+            // Whether the container was still running before the last look found nothing new.
+            let mut was_running = true;
             loop {
-                for r in records.drain(..) {
+                let Ok(records) = cursor.next_batch(1 << 20) else { return };
+                if records.is_empty() {
+                    if !opts.follow || !was_running {
+                        return;
+                    }
+                    was_running = me
+                        .store
+                        .get(&pod_id)
+                        .ok()
+                        .flatten()
+                        .and_then(|p| p.containers.iter().find(|x| x.id == c.id).map(|x| x.status.state == "running" && p.state == PodState::Running))
+                        .unwrap_or(false);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
+                for r in records {
+                    if skip > 0 {
+                        skip -= u64::from(r.full);
+                        continue;
+                    }
                     let mut data = r.content;
                     if r.full {
                         data.push(b'\n');
@@ -278,30 +293,6 @@ impl Engine {
                     if tx.send((chunk, ts)).await.is_err() {
                         return;
                     }
-                }
-                if !opts.follow {
-                    return;
-                }
-                let running = me
-                    .store
-                    .get(&pod_id)
-                    .ok()
-                    .flatten()
-                    .and_then(|p| p.containers.iter().find(|x| x.id == c.id).map(|x| x.status.state == "running" && p.state == PodState::Running))
-                    .unwrap_or(false);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                match logs::read_from(&path, pos) {
-                    Ok((more, p)) => {
-                        if more.is_empty() && !running {
-                            return;
-                        }
-                        records = more;
-                        pos = p;
-                    }
-                    Err(_) => return,
-                }
-                if tx.is_closed() {
-                    return;
                 }
             }
         });

@@ -87,6 +87,8 @@ pub struct EngineConfig {
     pub root: PathBuf,
     /// How long to wait for a new sandbox's agent to answer.
     pub agent_timeout: std::time::Duration,
+    /// Bytes at which a container's log file is rotated (`None`: never; see `logs`).
+    pub log_max_size: Option<u64>,
 }
 
 /// The pod engine. Create it with [`Engine::new`] and keep it in an `Arc`.

@@ -402,7 +402,7 @@ impl Engine {
                 let source = self.driver.share_dir(&rt.sandbox, &share_name(&rec.id, vol), std::path::Path::new(&v.host_path))?;
                 mounts.push(Mount { source, destination: path.clone(), read_only: *ro });
             }
-            let log = LogWriter::open(&self.log_path(&rec.id, &c.name)).map_err(|e| PodError::Internal(format!("opening the log of {}: {e}", c.name)))?;
+            let log = LogWriter::open(&self.log_path(&rec.id, &c.name), self.cfg.log_max_size).map_err(|e| PodError::Internal(format!("opening the log of {}: {e}", c.name)))?;
             let base = (log.stdout, log.stderr);
             let stdout = rt.stream_id();
             let stderr = (!c.tty).then(|| rt.stream_id());
@@ -1028,7 +1028,7 @@ impl Engine {
                 }
                 continue;
             };
-            let log = LogWriter::open(&self.log_path(&rec.id, &c.name)).map_err(|e| PodError::Internal(format!("opening the log of {}: {e}", c.name)))?;
+            let log = LogWriter::open(&self.log_path(&rec.id, &c.name), self.cfg.log_max_size).map_err(|e| PodError::Internal(format!("opening the log of {}: {e}", c.name)))?;
             let base = c.status.log_base;
             positions.push(StreamPosition { stream: p.stdout, offset: log.stdout.saturating_sub(base.0) });
             if let Some(e) = p.stderr {

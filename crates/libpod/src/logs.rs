@@ -3,8 +3,14 @@
 //!
 //! The log file is the record of what the daemon has received: after a restart, the byte counts of each stream
 //! are recovered from it, and the agent resends from there.
+//!
+//! A log may have a size limit. A file that reaches it becomes `<name>.1` (replacing the one before) and a new
+//! file starts, so a container keeps at most two files of the limit's size. The counts of the bytes before the
+//! current file are kept in `<name>.base`, written (as `.base.tmp`) before the file is renamed and put in place
+//! after it: a rotation cut short by a crash is finished or undone at the next open, never half done.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -28,29 +34,83 @@ impl Source {
 pub struct LogWriter {
     file: File,
     path: PathBuf,
-    /// Bytes of each stream recorded so far (its offset in the agent's numbering).
+    /// Bytes of each stream recorded so far (its offset in the agent's numbering), rotated files included.
     pub stdout: u64,
     pub stderr: u64,
+    /// Bytes in the current file, and the size at which it is rotated (`None`: never).
+    size: u64,
+    max_size: Option<u64>,
 }
 
 fn now() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The file a log's current file becomes when it reaches its size limit.
+pub fn previous_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".1")
+}
+
+/// The byte counts of each stream before the current file: `<stdout> <stderr>`.
+fn read_base(path: &Path) -> std::io::Result<(u64, u64)> {
+    let text = match std::fs::read_to_string(with_suffix(path, ".base")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let mut n = text.split_whitespace().map(str::parse::<u64>);
+    match (n.next(), n.next(), n.next()) {
+        (Some(Ok(out)), Some(Ok(err)), None) => Ok((out, err)),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: not two byte counts: {text:?}", with_suffix(path, ".base").display()))),
+    }
+}
+
 impl LogWriter {
     /// Opens (creating) a log and recovers the stream offsets from its content. A trailing record cut short by a
-    /// crash is dropped: it was never acknowledged, so the agent sends it again.
-    pub fn open(path: &Path) -> std::io::Result<LogWriter> {
+    /// crash is dropped: it was never acknowledged, so the agent sends it again. `max_size` is the size at
+    /// which the current file is rotated (`None`: never).
+    pub fn open(path: &Path, max_size: Option<u64>) -> std::io::Result<LogWriter> {
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
+        // A rotation cut short: if the full file was renamed, the new counts belong; if not, they do not.
+        let tmp = with_suffix(path, ".base.tmp");
+        if tmp.exists() {
+            if path.exists() {
+                std::fs::remove_file(&tmp)?;
+            } else {
+                std::fs::rename(&tmp, with_suffix(path, ".base"))?;
+            }
+        }
+        let (base_out, base_err) = read_base(path)?;
         let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
         let (stdout, stderr, good_len) = scan(&mut file)?;
         if file.metadata()?.len() != good_len {
             file.set_len(good_len)?;
         }
         file.seek(SeekFrom::End(0))?;
-        Ok(LogWriter { file, path: path.to_path_buf(), stdout, stderr })
+        Ok(LogWriter { file, path: path.to_path_buf(), stdout: base_out + stdout, stderr: base_err + stderr, size: good_len, max_size })
+    }
+
+    /// Moves the full current file to `<name>.1` and starts a new one (see the module's comment).
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let tmp = with_suffix(&self.path, ".base.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            writeln!(f, "{} {}", self.stdout, self.stderr)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&self.path, previous_path(&self.path))?;
+        std::fs::rename(&tmp, with_suffix(&self.path, ".base"))?;
+        self.file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path)?;
+        self.size = 0;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -82,7 +142,11 @@ impl LogWriter {
         }
         self.file.write_all(&out)?;
         *self.len_mut(src) += data.len() as u64;
-        Ok(())
+        self.size += out.len() as u64;
+        match self.max_size {
+            Some(max) if self.size >= max => self.rotate(),
+            _ => Ok(()),
+        }
     }
 
     /// Bytes of `src` in the log.
@@ -158,46 +222,114 @@ fn scan(file: &mut File) -> std::io::Result<(u64, u64, u64)> {
     Ok((out, err, good))
 }
 
-/// Reads a log from a byte position: complete records, and the position after the last one.
-pub fn read_from(path: &Path, pos: u64) -> std::io::Result<(Vec<Record>, u64)> {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], pos)),
-        Err(e) => return Err(e),
-    };
-    f.seek(SeekFrom::Start(pos))?;
+/// Reads a container's log from its oldest record on, in batches of bounded size, and follows it across
+/// rotations: it holds the file it reads open, and moves on to the file that came after it at its end.
+#[derive(Debug)]
+pub struct LogCursor {
+    path: PathBuf,
+    file: Option<File>,
+    pos: u64,
+}
+
+fn inode(p: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl LogCursor {
+    /// A cursor at the start of the log (the previous file's, if there is one).
+    pub fn new(path: &Path) -> LogCursor {
+        LogCursor { path: path.to_path_buf(), file: None, pos: 0 }
+    }
+
+    /// Complete records from where the cursor is, at most about `max_bytes` of them (at least one); empty when
+    /// there is nothing more for now.
+    pub fn next_batch(&mut self, max_bytes: u64) -> std::io::Result<Vec<Record>> {
+        loop {
+            let Some(file) = self.file.as_mut() else {
+                // The first file: the previous one if any, else the current one, else nothing yet.
+                for p in [previous_path(&self.path), self.path.clone()] {
+                    match File::open(&p) {
+                        Ok(f) => {
+                            self.file = Some(f);
+                            break;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if self.file.is_none() {
+                    return Ok(vec![]);
+                }
+                continue;
+            };
+            let records = read_batch(file, &mut self.pos, max_bytes)?;
+            if !records.is_empty() {
+                return Ok(records);
+            }
+            // At the end of this file. If it is no longer the current file, it was rotated (or is the previous
+            // one): anything written to it was written before the rename seen here, so read it out once more,
+            // then go on to the file that came after it.
+            let meta = file.metadata()?;
+            let me = Some((meta.dev(), meta.ino()));
+            if inode(&self.path) == me || inode(&self.path).is_none() {
+                return Ok(vec![]);
+            }
+            let rest = read_batch(file, &mut self.pos, max_bytes)?;
+            if !rest.is_empty() {
+                return Ok(rest);
+            }
+            let previous = previous_path(&self.path);
+            // The previous file is newer than this one if this one was rotated away twice since.
+            let next = if inode(&previous).is_some() && inode(&previous) != me { previous } else { self.path.clone() };
+            match File::open(&next) {
+                Ok(f) => {
+                    self.file = Some(f);
+                    self.pos = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Complete records of `file` from `*pos`, about `max_bytes` of them; moves `*pos` past them.
+fn read_batch(file: &mut File, pos: &mut u64, max_bytes: u64) -> std::io::Result<Vec<Record>> {
+    file.seek(SeekFrom::Start(*pos))?;
     let mut out = Vec::new();
-    let mut at = pos;
-    complete_lines(BufReader::new(f), |line, n| {
-        at += n;
+    let mut taken = 0u64;
+    complete_lines(BufReader::new(&*file), |line, n| {
+        taken += n;
         out.extend(parse_line(line));
-        true
+        taken < max_bytes
     })?;
-    Ok((out, at))
+    *pos += taken;
+    Ok(out)
+}
+
+/// How many full records (lines) the log holds, in both files.
+pub fn count_full_records(path: &Path) -> std::io::Result<u64> {
+    let mut full = 0;
+    for p in [previous_path(path), path.to_path_buf()] {
+        match File::open(&p) {
+            Ok(f) => complete_lines(BufReader::new(f), |line, _| {
+                full += u64::from(parse_line(line).is_some_and(|r| r.full));
+                true
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(full)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_and_recovery() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.log");
-        let mut w = LogWriter::open(&p).unwrap();
-        w.write(Source::Stdout, b"hello\nwor").unwrap();
-        w.write(Source::Stdout, b"ld\n").unwrap();
-        w.write(Source::Stderr, b"oops\n").unwrap();
-        assert_eq!((w.stdout, w.stderr), (12, 5));
-        drop(w);
-        // A crash left half a record behind.
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"2026-01-01T00:00:00Z stdout F trunc").unwrap();
-        let w = LogWriter::open(&p).unwrap();
-        assert_eq!((w.stdout, w.stderr), (12, 5), "offsets recovered, the torn record dropped");
-        let (recs, _) = read_from(&p, 0).unwrap();
-        let text: Vec<u8> = recs
-            .iter()
-            .filter(|r| r.source == Source::Stdout)
+    fn text(recs: &[Record], src: Source) -> Vec<u8> {
+        recs.iter()
+            .filter(|r| r.source == src)
             .flat_map(|r| {
                 let mut c = r.content.clone();
                 if r.full {
@@ -205,8 +337,123 @@ mod tests {
                 }
                 c
             })
-            .collect();
-        assert_eq!(text, b"hello\nworld\n");
+            .collect()
+    }
+
+    fn read_all(c: &mut LogCursor) -> Vec<Record> {
+        let mut all = Vec::new();
+        loop {
+            let b = c.next_batch(100).unwrap();
+            if b.is_empty() {
+                return all;
+            }
+            all.extend(b);
+        }
+    }
+
+    #[test]
+    fn records_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut w = LogWriter::open(&p, None).unwrap();
+        w.write(Source::Stdout, b"hello\nwor").unwrap();
+        w.write(Source::Stdout, b"ld\n").unwrap();
+        w.write(Source::Stderr, b"oops\n").unwrap();
+        assert_eq!((w.stdout, w.stderr), (12, 5));
+        drop(w);
+        // A crash left half a record behind.
+        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"2026-01-01T00:00:00Z stdout F trunc").unwrap();
+        let w = LogWriter::open(&p, None).unwrap();
+        assert_eq!((w.stdout, w.stderr), (12, 5), "offsets recovered, the torn record dropped");
+        let recs = read_all(&mut LogCursor::new(&p));
+        assert_eq!(text(&recs, Source::Stdout), b"hello\nworld\n");
         assert_eq!(recs.len(), 4);
+        assert_eq!(count_full_records(&p).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_full_log_is_rotated_and_its_counts_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut w = LogWriter::open(&p, Some(1000)).unwrap();
+        let mut all = Vec::new();
+        for i in 0..100 {
+            let line = format!("line {i}\n");
+            w.write(Source::Stdout, line.as_bytes()).unwrap();
+            all.extend_from_slice(line.as_bytes());
+        }
+        w.write(Source::Stderr, b"e\n").unwrap();
+        let counts = (w.stdout, w.stderr);
+        assert_eq!(counts, (all.len() as u64, 2));
+        let cur = std::fs::metadata(&p).unwrap().len();
+        let prev = std::fs::metadata(previous_path(&p)).unwrap().len();
+        assert!(cur < 1000 + 60 && (1000..1060).contains(&prev), "{cur} {prev}");
+        drop(w);
+        // The counts survive a reopen (a daemon restart): the agent must not resend, nor be skipped.
+        let w = LogWriter::open(&p, Some(1000)).unwrap();
+        assert_eq!((w.stdout, w.stderr), counts);
+        drop(w);
+        // What is kept is the end of the output, in order, without a gap.
+        let recs = read_all(&mut LogCursor::new(&p));
+        let kept = text(&recs, Source::Stdout);
+        // A record is ~40 bytes of time and stream around each 8-byte line: two files of 1000 bytes hold ~25-50.
+        let lines = kept.iter().filter(|&&b| b == b'\n').count();
+        assert!(all.ends_with(&kept) && (20..55).contains(&lines) && kept.starts_with(b"line "), "{}", String::from_utf8_lossy(&kept));
+        assert_eq!(text(&recs, Source::Stderr), b"e\n");
+    }
+
+    #[test]
+    fn a_rotation_cut_short_is_finished_or_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut w = LogWriter::open(&p, None).unwrap();
+        w.write(Source::Stdout, b"abc\n").unwrap();
+        drop(w);
+        // Cut before the rename: the new counts are not yet true.
+        std::fs::write(with_suffix(&p, ".base.tmp"), "4 0\n").unwrap();
+        let w = LogWriter::open(&p, None).unwrap();
+        assert_eq!((w.stdout, w.stderr), (4, 0));
+        assert!(!with_suffix(&p, ".base.tmp").exists());
+        drop(w);
+        // Cut after it: they are.
+        std::fs::write(with_suffix(&p, ".base.tmp"), "4 0\n").unwrap();
+        std::fs::rename(&p, previous_path(&p)).unwrap();
+        let mut w = LogWriter::open(&p, None).unwrap();
+        assert_eq!((w.stdout, w.stderr), (4, 0));
+        w.write(Source::Stdout, b"de\n").unwrap();
+        drop(w);
+        assert_eq!(LogWriter::open(&p, None).unwrap().stdout, 7);
+        assert_eq!(text(&read_all(&mut LogCursor::new(&p)), Source::Stdout), b"abc\nde\n");
+        // A damaged counts file is an error, not counts of zero (the agent would resend all it still holds).
+        std::fs::write(with_suffix(&p, ".base"), "x").unwrap();
+        let e = LogWriter::open(&p, None).unwrap_err();
+        assert!(e.to_string().contains("not two byte counts"), "{e}");
+    }
+
+    #[test]
+    fn a_cursor_follows_the_log_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        let mut c = LogCursor::new(&p);
+        assert!(c.next_batch(100).unwrap().is_empty(), "no log yet");
+        let mut w = LogWriter::open(&p, Some(300)).unwrap();
+        let mut seen = Vec::new();
+        let mut all = Vec::new();
+        for round in 0..6 {
+            // A record is ~77 bytes: at most one rotation between two reads, but several in round 3.
+            let lines = if round == 3 { 30 } else { 3 };
+            for i in 0..lines {
+                let line = format!("r{round} l{i} ..............................\n");
+                w.write(Source::Stdout, line.as_bytes()).unwrap();
+                all.extend_from_slice(line.as_bytes());
+            }
+            seen.extend(text(&read_all(&mut c), Source::Stdout));
+        }
+        // Two rotations between two reads lose the file in between (it is gone); otherwise nothing is missed.
+        let seen = String::from_utf8(seen).unwrap();
+        let all = String::from_utf8(all).unwrap();
+        assert!(all.ends_with(&seen[seen.find("r4 l0").unwrap()..]), "{seen}");
+        assert!(all.starts_with(&seen[..seen.find("r3 ").unwrap()]), "{seen}");
+        assert!(seen.contains("r3 l29"), "{seen}");
     }
 }
