@@ -255,6 +255,8 @@ impl Engine {
                 Some(n) => logs::count_full_records(&path).unwrap_or(0).saturating_sub(n as u64),
                 None => 0,
             };
+            // Without --follow, --tail N shows N lines even if more came since they were counted.
+            let mut left = opts.tail.filter(|_| !opts.follow).map(|n| n as u64);
             // Whether the container was still running before the last look found nothing new.
             let mut was_running = true;
             loop {
@@ -281,6 +283,10 @@ impl Engine {
                         skip -= u64::from(r.full);
                         continue;
                     }
+                    if left == Some(0) {
+                        return;
+                    }
+                    left = left.map(|n| n - u64::from(r.full));
                     let mut data = r.content;
                     if r.full {
                         data.push(b'\n');
