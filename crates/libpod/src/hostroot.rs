@@ -4,7 +4,6 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use agent_proto::{ProcessConfig, Resolved};
 use sandbox::rootdir::RootDir;
@@ -15,7 +14,8 @@ const MAX_READ: u64 = 4 << 20;
 pub struct HostRoot(RootDir);
 
 impl HostRoot {
-    pub fn open(dir: &Path) -> std::io::Result<HostRoot> {
+    #[cfg(test)]
+    pub fn open(dir: &std::path::Path) -> std::io::Result<HostRoot> {
         RootDir::open(dir).map(HostRoot)
     }
 
@@ -63,10 +63,10 @@ impl passwd::RootFs for HostRoot {
     }
 }
 
-/// The identity and program of process `p`, looked up in its container's root at `dir` on the host; None when
-/// a lookup fails (the agent then looks for itself, and reports the error as for any container).
-pub fn resolve(dir: &Path, p: &ProcessConfig) -> Option<Resolved> {
-    let root = HostRoot::open(dir).ok()?;
+/// The identity and program of process `p`, looked up in its container's root (`dir`, opened on the host); None
+/// when a lookup fails (the agent then looks for itself, and reports the error as for any container).
+pub fn resolve(dir: OwnedFd, p: &ProcessConfig) -> Option<Resolved> {
+    let root = HostRoot(RootDir::from_fd(dir));
 
     let id = passwd::resolve(&root, &p.user, &p.group, &p.additional_groups).ok()?;
     let exe = passwd::find_executable(&root, p.args.first()?, &p.env).ok()?;

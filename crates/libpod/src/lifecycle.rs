@@ -449,11 +449,11 @@ impl Engine {
             };
             // Files and volumes are put in place inside the sandbox, after this, and may change what a lookup
             // finds: with any, the agent looks for itself.
-            let host_root = self.driver.rootfs_on_host(&rt.sandbox, &c.id).filter(|_| config.files.is_empty() && config.mounts.is_empty());
+            let host_root = self.driver.open_rootfs_on_host(&rt.sandbox, &c.id).filter(|_| config.files.is_empty() && config.mounts.is_empty());
             if let Some(dir) = host_root {
                 let p = config.process.clone();
                 config.process.resolved =
-                    tokio::task::spawn_blocking(move || crate::hostroot::resolve(&dir, &p)).await.map_err(|e| PodError::Internal(e.to_string()))?;
+                    tokio::task::spawn_blocking(move || crate::hostroot::resolve(dir, &p)).await.map_err(|e| PodError::Internal(e.to_string()))?;
             }
             prepared.push((config, base));
         }

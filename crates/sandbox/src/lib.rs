@@ -6,6 +6,7 @@
 
 pub mod cgroups;
 pub mod device_filter;
+pub mod guestdir;
 pub mod ns;
 pub mod qemu;
 pub mod rootdir;
@@ -154,9 +155,10 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn start(&self, cfg: &SandboxConfig) -> Result<SandboxState, SandboxError>;
     /// Makes a container's storage visible to the agent and says how the agent mounts it.
     fn attach_rootfs(&self, s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError>;
-    /// Where the host sees a container's assembled root filesystem, if it does (a VM's share); the daemon then
-    /// does the container's file lookups itself, sparing the guest a round trip to the host for each.
-    fn rootfs_on_host(&self, _s: &SandboxState, _container_id: &str) -> Option<PathBuf> {
+    /// A container's assembled root filesystem as the host sees it, if it does (a VM's share), opened
+    /// (`O_PATH`) without following anything the guest may have put on the way; the daemon then does the
+    /// container's file lookups itself, sparing the guest a round trip to the host for each.
+    fn open_rootfs_on_host(&self, _s: &SandboxState, _container_id: &str) -> Option<std::os::fd::OwnedFd> {
         None
     }
     /// Undoes [`Driver::attach_rootfs`] (the container's processes are gone).

@@ -25,6 +25,11 @@ impl RootDir {
         Ok(RootDir { fd: f.into() })
     }
 
+    /// The root whose directory `fd` is (opened without following anything the guest may control).
+    pub fn from_fd(fd: OwnedFd) -> RootDir {
+        RootDir { fd }
+    }
+
     /// Opens `path` inside the root, following symlinks within it.
     pub fn open_in(&self, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
         let c = CString::new(path.trim_start_matches('/'))?;

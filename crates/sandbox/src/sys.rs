@@ -45,7 +45,12 @@ pub fn umount_detach(target: &Path) -> std::io::Result<()> {
 /// compared as the kernel spells it (through symlinks), whatever spelling it comes in.
 pub fn mounts_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let real = dir.canonicalize();
-    let dir = real.as_deref().unwrap_or(dir);
+    mounts_under_path(real.as_deref().unwrap_or(dir))
+}
+
+/// Mount points at or below `dir`, spelled exactly as the kernel spells it (nothing in it is resolved: for a
+/// directory whose content a guest controls), deepest first.
+pub fn mounts_under_path(dir: &Path) -> Vec<std::path::PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut v: Vec<std::path::PathBuf> = text
         .lines()

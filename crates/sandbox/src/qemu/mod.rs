@@ -28,6 +28,7 @@ use agent_proto::Rootfs;
 pub use accel::{Accel, AccelRequest};
 pub use cache::CacheOptions;
 
+use crate::guestdir::GuestDir;
 use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive, sys};
 
 use agent_proto::GUEST_SHARE;
@@ -335,9 +336,10 @@ impl QemuDriver {
         s.dir.join("share")
     }
 
-    /// Where a container's overlay is assembled, inside the share.
-    fn rootfs_dir(s: &SandboxState, container_id: &str) -> PathBuf {
-        Self::share(s).join(container_id).join("rootfs")
+    /// The share, whose content the guest controls.
+    fn guest_share(s: &SandboxState) -> Result<GuestDir, SandboxError> {
+        let share = Self::share(s);
+        GuestDir::open(&share).map_err(io_err(format!("opening {}", share.display())))
     }
 }
 
@@ -391,54 +393,61 @@ impl Driver for QemuDriver {
     }
 
     fn attach_rootfs(&self, s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError> {
-        // The host assembles the overlay (whiteouts, xattrs and all) and the guest sees the result over 9p.
-        let dir = Self::rootfs_dir(s, &c.id);
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        // The host assembles the overlay (whiteouts, xattrs and all) and the guest sees the result over 9p. The
+        // guest can change what the share holds: nothing in it is followed (`GuestDir`).
+        let share = Self::guest_share(s)?;
+        let rel = format!("{}/rootfs", c.id);
+        let at = share.path().join(&rel);
+        let dir = share.make_dir(&rel).map_err(io_err(format!("creating {}", at.display())))?;
         let lower: Vec<String> = c.lowers.iter().rev().map(|p| p.display().to_string()).collect();
         let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), c.upper.display(), c.work.display());
-        if !sys::mounts_under(&dir).contains(&dir) {
-            sys::mount("overlay", &dir, Some("overlay"), 0, Some(&data)).map_err(io_err(format!("mounting the overlay of {}", c.id)))?;
+        if !share.is_mounted(&rel).map_err(io_err(format!("looking at {}", at.display())))? {
+            GuestDir::mount_on(&dir, "overlay", Some("overlay"), 0, Some(&data)).map_err(io_err(format!("mounting the overlay of {}", c.id)))?;
         }
         // Made here, while the guest sets the pod up: over 9p, each mount point the guest has to look for and
         // create costs it a few round trips and ms of emulated kernel work.
-        let root = crate::rootdir::RootDir::open(&dir).map_err(io_err(format!("opening {}", dir.display())))?;
+        let root = share.open_beneath(&rel, libc::O_PATH | libc::O_DIRECTORY, 0).map(crate::rootdir::RootDir::from_fd).map_err(io_err(format!("opening {}", at.display())))?;
         for f in root.make_mount_points(&MOUNT_POINT_DIRS, &MOUNT_POINT_FILES) {
             log::debug!("container {}: mount point {f} left to the agent", c.id);
         }
         Ok(Rootfs::Bind { path: format!("{GUEST_SHARE}/{}/rootfs", c.id) })
     }
 
-    fn rootfs_on_host(&self, s: &SandboxState, id: &str) -> Option<PathBuf> {
-        Some(Self::rootfs_dir(s, id))
+    fn open_rootfs_on_host(&self, s: &SandboxState, id: &str) -> Option<std::os::fd::OwnedFd> {
+        Self::guest_share(s).ok()?.open_beneath(&format!("{id}/rootfs"), libc::O_PATH | libc::O_DIRECTORY, 0).ok()
     }
 
     fn detach_rootfs(&self, s: &SandboxState, id: &str) -> Result<(), SandboxError> {
-        let dir = Self::share(s).join(id);
-        umount_share(&dir)?;
-        crate::remove_unmounted_dir(&dir).map_err(SandboxError::Setup)
+        let share = Self::guest_share(s)?;
+        let errors = share.unmount_all(id);
+        if !errors.is_empty() {
+            return Err(SandboxError::Setup(errors.join("; ")));
+        }
+        share.remove(id).map_err(SandboxError::Setup)
     }
 
     fn share_dir(&self, s: &SandboxState, name: &str, host: &Path) -> Result<String, SandboxError> {
-        let at = Self::share(s).join(format!("vol-{name}"));
+        let share = Self::guest_share(s)?;
+        let rel = format!("vol-{name}");
+        let at = share.path().join(&rel);
         let is_dir = std::fs::metadata(host).map_err(io_err(format!("sharing {}", host.display())))?.is_dir();
-        if is_dir {
-            std::fs::create_dir_all(&at).map_err(io_err(format!("creating {}", at.display())))?;
-        } else {
-            // A file (Hyper's file volumes): bind-mounted onto a file of its own in the share.
-            std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&at).map_err(io_err(format!("creating {}", at.display())))?;
-        }
-        if !sys::mounts_under(&at).contains(&at) {
-            sys::mount(&host.display().to_string(), &at, None, libc::MS_BIND | libc::MS_REC, None)
+        // A file (Hyper's file volumes) is bind-mounted onto a file of its own in the share.
+        let target = if is_dir { share.make_dir(&rel) } else { share.make_file(&rel) }.map_err(io_err(format!("creating {}", at.display())))?;
+        if !share.is_mounted(&rel).map_err(io_err(format!("looking at {}", at.display())))? {
+            GuestDir::mount_on(&target, &host.display().to_string(), None, libc::MS_BIND | libc::MS_REC, None)
                 .map_err(io_err(format!("sharing {}", host.display())))?;
         }
         Ok(format!("{GUEST_SHARE}/vol-{name}"))
     }
 
     fn unshare_dir(&self, s: &SandboxState, name: &str) -> Result<(), SandboxError> {
-        let at = Self::share(s).join(format!("vol-{name}"));
-        umount_share(&at)?;
-        let _ = std::fs::remove_dir(&at).or_else(|_| std::fs::remove_file(&at));
-        Ok(())
+        let share = Self::guest_share(s)?;
+        let rel = format!("vol-{name}");
+        let errors = share.unmount_all(&rel);
+        if !errors.is_empty() {
+            return Err(SandboxError::Setup(errors.join("; ")));
+        }
+        share.remove(&rel).map_err(SandboxError::Setup)
     }
 
     fn is_alive(&self, s: &SandboxState) -> bool {
@@ -490,7 +499,6 @@ fn gone_within(pid: i32, start: u64, limit: Duration) -> bool {
     true
 }
 
-/// Unmounts everything mounted at or below `dir`, deepest first; returns the failures.
 /// Removes what a VM that failed to start (or was discarded) had on the host: its tap, its mounts, its directory.
 fn remove_from_host(dir: &Path, tap: Option<&str>) {
     if let Some(tap) = tap {
@@ -500,12 +508,24 @@ fn remove_from_host(dir: &Path, tap: Option<&str>) {
     crate::discard_dir(dir);
 }
 
+/// Unmounts everything mounted at or below a sandbox directory, deepest first; returns the failures. The mounts
+/// in its share are reached only through the share (`GuestDir`): its guest may have left symlinks there.
 fn umount_all(dir: &Path) -> Vec<String> {
-    sys::mounts_under(dir).iter().filter_map(|m| sys::umount_detach(m).err().map(|e| format!("unmounting {}: {e}", m.display()))).collect()
-}
-
-/// [`umount_all`] for one share: its failures, if any, as one error.
-fn umount_share(dir: &Path) -> Result<(), SandboxError> {
-    let errs = umount_all(dir);
-    if errs.is_empty() { Ok(()) } else { Err(SandboxError::Setup(errs.join("; "))) }
+    let mut errors = Vec::new();
+    let share = dir.join("share");
+    let real_share = share.canonicalize().ok();
+    if let Some(real) = &real_share {
+        match GuestDir::open(real) {
+            Ok(g) => errors.extend(g.unmount_all("")),
+            Err(e) => errors.push(format!("opening {}: {e}", real.display())),
+        }
+    }
+    for m in sys::mounts_under(dir) {
+        if real_share.as_ref().is_some_and(|r| m.starts_with(r)) {
+            errors.push(format!("{} is still mounted", m.display()));
+        } else if let Err(e) = sys::umount_detach(&m) {
+            errors.push(format!("unmounting {}: {e}", m.display()));
+        }
+    }
+    errors
 }
