@@ -37,7 +37,7 @@ impl InputHandle {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), PodError> {
         let (Some(stream), Some(acked)) = (self.stream, self.acked.as_mut()) else { return Ok(()) };
         for chunk in data.chunks(32 << 10) {
-            while self.offset + chunk.len() as u64 > *acked.borrow() + WINDOW {
+            while self.offset + chunk.len() as u64 > acked.borrow().saturating_add(WINDOW) {
                 if acked.changed().await.is_err() {
                     return Err(PodError::Conflict("the process's input is closed".into()));
                 }

@@ -1017,7 +1017,8 @@ impl Engine {
             .flatten()
             .max()
             .unwrap_or(0);
-        let rt = Arc::new(Runtime::new(&rec.id, sb.clone(), client, max_stream + 1));
+        let next_stream = max_stream.checked_add(1).ok_or_else(|| PodError::Internal(format!("the agent of pod {} names stream {max_stream}, the last there is", rec.name)))?;
+        let rt = Arc::new(Runtime::new(&rec.id, sb.clone(), client, next_stream));
         let mut positions = Vec::new();
         // Containers the agent no longer knows: gone, with whatever they printed.
         let mut exited = Vec::new();

@@ -169,7 +169,8 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
     while let Some(msg) = rx.recv().await {
         match msg {
             Inbound::Data { stream, offset, data } => {
-                let end = offset + data.len() as u64;
+                // The agent's numbers are not trusted: a bogus offset must not overflow.
+                let end = offset.saturating_add(data.len() as u64);
                 let route = rt.lock().routes.get(&stream).cloned().unwrap_or(Route::Discard);
                 match route {
                     Route::Log { container, source, base } => {
