@@ -75,6 +75,19 @@ fn a_vm_pod_runs_the_guest_kernel_with_the_podfile_memory() {
     assert_eq!(status.contains("THP_enabled:\t0"), accel == "tcg", "QEMU's huge pages with {accel}: {status}");
     // The share reads ahead one 9p message per miss.
     assert_eq!(d.sh("vm", "cat /sys/class/bdi/9p-*/read_ahead_kb").trim(), "256");
+    // The console log is the guest's to fill: once past 1 MiB it is cut to its end (here the test writes it, as
+    // QEMU would for a guest writing its console in a loop).
+    let console = std::path::PathBuf::from(d.inspect("vm")["sandbox"]["details"]["log"].as_str().unwrap());
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&console).unwrap();
+        for i in 0..40_000 {
+            writeln!(f, "guest console flood {i:>8} ..................").unwrap();
+        }
+    }
+    assert!(wait_until(Duration::from_secs(20), || std::fs::metadata(&console).unwrap().len() <= 300 << 10), "{} bytes", std::fs::metadata(&console).unwrap().len());
+    let cut = std::fs::read_to_string(&console).unwrap();
+    assert!(cut.contains("[hyper: console log cut to its last") && cut.ends_with("guest console flood    39999 ..................\n"), "{}", &cut[..300]);
 
     d.ok(&["rm", "-f", "vm"]);
 }

@@ -13,6 +13,7 @@
 
 pub mod accel;
 mod cache;
+pub mod console;
 mod qmp;
 mod template;
 
@@ -64,6 +65,8 @@ pub struct QemuDriver {
     templates: Option<template::Templates>,
     /// VMs booted ahead of time.
     cache: Option<cache::VmCache>,
+    /// Keeps the VMs' console logs short.
+    console: Arc<console::Trimmer>,
 }
 
 /// How a QEMU process starts its guest.
@@ -157,6 +160,7 @@ impl QemuDriver {
             kernel_version,
             templates,
             cache,
+            console: console::Trimmer::start(),
         })
     }
 
@@ -191,6 +195,7 @@ impl QemuDriver {
     /// Starts QEMU: restoring a template when there is one (booting, as `boot` says, when the restore fails);
     /// returns its pid, start time and whether it was restored.
     fn start_guest(&self, cfg: &SandboxConfig, boot: Boot) -> Result<(i32, u64, bool), SandboxError> {
+        self.console.watch(&cfg.dir);
         if let Some(t) = &self.templates {
             match t.get(self, cfg) {
                 Ok(tpl) => match self.restore(cfg, &tpl) {
@@ -294,8 +299,11 @@ impl QemuDriver {
                 Boot::Cold => self.cmdline.clone(),
                 Boot::Park | Boot::MakeTemplate { .. } | Boot::Restore { .. } => format!("{} {}", self.cmdline, agent_proto::VM_TEMPLATE_FLAG),
             },
+            // Appended, so that the console's trimmer can cut the file under QEMU (console.rs).
+            "-chardev".into(),
+            format!("file,id=serial0,path={d}/{},append=on", console::FILE),
             "-serial".into(),
-            format!("file:{d}/console.log"),
+            "chardev:serial0".into(),
             "-qmp".into(),
             format!("unix:{d}/qmp.sock,server=on,wait=off"),
             "-device".into(),
@@ -451,6 +459,8 @@ impl Driver for QemuDriver {
     }
 
     fn is_alive(&self, s: &SandboxState) -> bool {
+        // (A VM found again by a restarted daemon is looked at first here.)
+        self.console.watch(&s.dir);
         process_alive(s.pid, s.start_time)
     }
 
