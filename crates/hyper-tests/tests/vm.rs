@@ -256,14 +256,20 @@ fn a_hypervisor_that_dies_at_start_fails_the_run_with_its_own_message() {
     // Like `docker run`, a run whose start fails leaves the pod created, ready for another start.
     assert_eq!(d.inspect("nokernel")["state"], "created");
     let err = d.fails(&["start", "nokernel"]);
-
-    let _ = std::fs::remove_file(&bad);
     assert!(err.contains("hypervisor log: qemu"), "{err}");
     assert!(!err.contains("timed out") && !err.contains("connecting to the agent"), "QEMU's death is noticed, not waited out: {err}");
     let pod = d.inspect("nokernel");
 
     assert_eq!(pod["state"], "created", "the pod is kept, ready for another start: {pod}");
     assert!(d.entries("sandboxes").is_empty(), "no sandbox directory is left behind");
+    // Making a template fails the same way: its error quotes QEMU (its directory, and the log in it, are gone
+    // with the failure; the error used to point there).
+    let mut d = d;
+    d.restart_with(&["--accel", "tcg", "--kernel", bad.to_str().unwrap(), "--vm-templates"]);
+    let _ = d.fails(&["start", "nokernel"]);
+    let _ = std::fs::remove_file(&bad);
+    assert!(d.log().contains("the template's QEMU exited during its boot: QEMU: qemu"), "{}", d.log());
+    assert!(d.entries("vm-templates").is_empty(), "no half-made template is left behind");
     d.ok(&["rm", "nokernel"]);
 }
 
@@ -324,6 +330,12 @@ fn vm_templates_restore_independent_vms() {
     }
     assert!(no_template_qemu());
     assert_eq!(d.entries("sandboxes"), Vec::<String>::new());
+    // A daemon started with another kernel command line removes the template it could never restore (each
+    // holds a guest's RAM on disk).
+    assert_eq!(d.entries("vm-templates").len(), 1);
+    let mut d = d;
+    d.restart_with(&["--vm-templates", "--kernel-append", "hyper.unused=1"]);
+    assert!(d.entries("vm-templates").is_empty(), "{:?}", d.entries("vm-templates"));
 }
 
 /// `--vm-cache 1`: a VM boots ahead of time; a pod of the default shape starts in it (its QEMU, its own MAC and

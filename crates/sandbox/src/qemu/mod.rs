@@ -166,6 +166,9 @@ impl QemuDriver {
 
     /// The driver, shared; the VM cache (if any) starts filling.
     pub fn shared(self) -> Arc<QemuDriver> {
+        if let Some(t) = &self.templates {
+            t.remove_stale(&self);
+        }
         let d = Arc::new(self);
         if let Some(c) = &d.cache {
             c.start(&d);
@@ -486,6 +489,26 @@ impl Driver for QemuDriver {
         errors.extend(umount_all(&s.dir));
         crate::finish_destroy(s, errors)
     }
+}
+
+/// The last lines of a VM directory's QEMU log and console (for an error about a directory that is removed with
+/// the failure): the last 4 KiB of each, read as UTF-8 where they are.
+fn logs_tail(dir: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut parts = Vec::new();
+    for (file, label) in [("qemu.log", "QEMU"), (console::FILE, "console")] {
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(dir.join(file)) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096))).and_then(|_| f.take(4096).read_to_end(&mut bytes));
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if !lines.is_empty() {
+            parts.push(format!("{label}: {}", lines[lines.len().saturating_sub(3)..].join(" | ")));
+        }
+    }
+    if parts.is_empty() { "its logs are empty".into() } else { parts.join("; ") }
 }
 
 /// Kills a QEMU this driver started a moment ago (a failed restore, a template once saved) and waits for it.

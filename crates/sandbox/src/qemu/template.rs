@@ -12,7 +12,8 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -29,8 +30,8 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Templates {
     dir: PathBuf,
-    /// One template is made at a time.
-    making: Mutex<()>,
+    /// One template of a key is made (or discarded) at a time; starts of other shapes go on meanwhile.
+    making: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// Removes the half-made templates in `dir` of a daemon that died while making them, and ends the QEMU that was
@@ -60,23 +61,33 @@ fn err(msg: impl Into<String>) -> SandboxError {
 
 impl Templates {
     pub fn new(dir: PathBuf) -> Templates {
-        Templates { dir, making: Mutex::new(()) }
+        Templates { dir, making: Mutex::new(HashMap::new()) }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    fn lock_for(&self, key: &str) -> Arc<Mutex<()>> {
+        self.making.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_default().clone()
+    }
+
     /// The template for sandboxes like `cfg`, made now if there is none yet.
     pub fn get(&self, d: &QemuDriver, cfg: &SandboxConfig) -> Result<Template, SandboxError> {
-        let dir = self.dir.join(key(d, cfg));
+        let key = key(d, cfg);
+        let dir = self.dir.join(&key);
         let t = Template { mem: dir.join("mem"), state: dir.join("state"), dir };
-        let _g = self.making.lock().unwrap_or_else(|e| e.into_inner());
-        if t.state.is_file() && t.mem.is_file() {
+        let made = || t.state.is_file() && t.mem.is_file();
+        if made() {
+            return Ok(t);
+        }
+        let lock = self.lock_for(&key);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if made() {
             return Ok(t);
         }
         let started = Instant::now();
-        let tmp = self.dir.join(format!("{}.tmp-{}", t.dir.file_name().and_then(|n| n.to_str()).unwrap_or("t"), std::process::id()));
+        let tmp = self.dir.join(format!("{key}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let made = make(d, cfg, &tmp);
         if let Err(e) = made {
@@ -91,13 +102,30 @@ impl Templates {
 
     /// Forgets a template that failed to restore; the next start makes it again.
     pub fn discard(&self, t: &Template) {
-        let _g = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        let key = t.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let lock = self.lock_for(&key);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
         let _ = std::fs::remove_dir_all(&t.dir);
+    }
+
+    /// Removes the templates made for another QEMU, kernel, initrd or command line than this driver's: nothing
+    /// would ever restore them, and each holds a guest's RAM on disk.
+    pub fn remove_stale(&self, d: &QemuDriver) {
+        let suffix = format!("-{}", key_hash(d));
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.contains(".tmp-") && !name.ends_with(&suffix) && e.path().join("state").exists() {
+                match std::fs::remove_dir_all(e.path()) {
+                    Ok(()) => log::info!("VM templates: removed {name}, made for another QEMU, kernel, initrd or command line"),
+                    Err(err) => log::warn!("VM templates: removing {}: {err}", e.path().display()),
+                }
+            }
+        }
     }
 }
 
-/// What a template depends on, as a file name.
-fn key(d: &QemuDriver, cfg: &SandboxConfig) -> String {
+/// What every template of this driver depends on, as a hash.
+fn key_hash(d: &QemuDriver) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for p in [&d.qemu, &d.kernel, &d.initrd] {
         p.hash(&mut h);
@@ -107,11 +135,18 @@ fn key(d: &QemuDriver, cfg: &SandboxConfig) -> String {
         }
     }
     (&d.cmdline, &d.machine, d.accel.name()).hash(&mut h);
-    format!("{}c-{}m-{}-{:016x}", cfg.vcpu, cfg.memory_mb, if cfg.nic.is_some() { "net" } else { "nonet" }, h.finish())
+    format!("{:016x}", h.finish())
+}
+
+/// What a template depends on, as a file name.
+fn key(d: &QemuDriver, cfg: &SandboxConfig) -> String {
+    format!("{}c-{}m-{}-{}", cfg.vcpu, cfg.memory_mb, if cfg.nic.is_some() { "net" } else { "nonet" }, key_hash(d))
 }
 
 /// Boots a guest shaped like `cfg` in `dir` and saves it once its agent waits for a host.
 fn make(d: &QemuDriver, cfg: &SandboxConfig, dir: &Path) -> Result<(), SandboxError> {
+    // Longer than a sandbox's: a --root that fits a sandbox's socket may not fit this one.
+    crate::agent_socket(dir)?;
     std::fs::create_dir_all(dir.join("share")).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
     let tcfg = SandboxConfig {
         id: format!("template-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("")),
@@ -141,7 +176,8 @@ fn save(dir: &Path, pid: i32, start: u64) -> Result<(), SandboxError> {
             break;
         }
         if !process_alive(pid, start) {
-            return Err(err(format!("the template's QEMU exited during its boot (see {})", dir.join("qemu.log").display())));
+            // (The directory goes with the failure: quote the logs.)
+            return Err(err(format!("the template's QEMU exited during its boot: {}", super::logs_tail(dir))));
         }
         if Instant::now() > end {
             return Err(err("the template's guest did not get to its agent in time"));
