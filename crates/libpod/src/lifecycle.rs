@@ -914,7 +914,7 @@ impl Engine {
         let mine = self.driver.name();
         let pods = self.store.all().unwrap_or_default();
         let foreign: Vec<String> = (pods.iter())
-            .filter_map(|p| p.sandbox.as_ref().filter(|s| s.driver != mine && sandbox::process_alive(s.pid, s.start_time)).map(|s| (p, s)))
+            .filter_map(|p| p.sandbox.as_ref().filter(|s| s.driver != mine && s.process_alive()).map(|s| (p, s)))
             .map(|(p, s)| format!("{} ({} sandbox, pid {})", p.name, s.driver, s.pid))
             .collect();
         if !foreign.is_empty() {
@@ -973,6 +973,8 @@ impl Engine {
                 driver: self.driver.name().to_string(),
                 pid,
                 start_time,
+                // (recorded_process names only a process of this boot.)
+                boot_id: sandbox::boot_id(),
                 socket: dir.join("agent.sock"),
                 dir,
                 started: String::new(),

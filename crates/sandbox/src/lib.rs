@@ -108,12 +108,23 @@ pub struct SandboxState {
     pub pid: i32,
     /// Its start time in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart.
     pub start_time: u64,
+    /// The host's boot it ran in: after a reboot, pid and start time may well name a process of the new boot
+    /// (a service started at boot). Empty in records from before it was kept: those are trusted as they were.
+    #[serde(default)]
+    pub boot_id: String,
     /// Unix socket to connect to for the agent.
     pub socket: PathBuf,
     pub dir: PathBuf,
     pub started: String,
     #[serde(default)]
     pub details: BTreeMap<String, String>,
+}
+
+impl SandboxState {
+    /// Whether the sandbox's process still runs: the same pid, start time and boot of the host.
+    pub fn process_alive(&self) -> bool {
+        (self.boot_id.is_empty() || self.boot_id == boot_id()) && process_alive(self.pid, self.start_time)
+    }
 }
 
 /// A container's storage on the host: image snapshots and its writable layer.
@@ -200,7 +211,7 @@ pub fn recorded_process(dir: &Path) -> Option<(i32, u64)> {
 }
 
 /// This boot of the host (a random id the kernel draws at boot).
-fn boot_id() -> String {
+pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_string()
 }
 
@@ -429,5 +440,30 @@ mod tests {
         assert_eq!(&buf[..n], format!("{} {} \n", i32::MAX, u64::MAX).as_bytes());
         assert_eq!(format_record(&mut [0u8; 8], 1234, 5678, b"abc"), None, "too small a buffer");
         assert_eq!(format_record(&mut buf, -1, 0, b""), None);
+    }
+
+    /// After a reboot a recorded pid and start time can name a process of the new boot, which must not be
+    /// taken for the sandbox (and killed with it).
+    #[test]
+    fn a_sandbox_process_counts_in_its_boot_only() {
+        let me = std::process::id() as i32;
+        let mut s = SandboxState {
+            id: "sb".into(),
+            driver: "qemu".into(),
+            pid: me,
+            start_time: process_start_time(me).unwrap(),
+            boot_id: boot_id(),
+            socket: PathBuf::new(),
+            dir: PathBuf::new(),
+            started: String::new(),
+            details: BTreeMap::new(),
+        };
+        assert!(s.process_alive());
+        s.boot_id = "00000000-0000-0000-0000-000000000000".into();
+        assert!(!s.process_alive(), "another boot's sandbox");
+        s.boot_id.clear();
+        assert!(s.process_alive(), "a record from before boot ids were kept");
+        let old: SandboxState = serde_json::from_str(r#"{"id":"sb","driver":"ns","pid":1,"start_time":2,"socket":"/s","dir":"/d","started":""}"#).unwrap();
+        assert_eq!(old.boot_id, "");
     }
 }

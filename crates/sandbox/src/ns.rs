@@ -12,7 +12,7 @@ use std::time::Duration;
 use agent_proto::Rootfs;
 
 use crate::cgroups::{Cgroup, Limits};
-use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339, process_alive};
+use crate::{ContainerStorage, Driver, SandboxConfig, SandboxError, SandboxState, io_err, now_rfc3339};
 
 #[derive(Debug)]
 pub struct NsDriver {
@@ -103,6 +103,7 @@ impl Driver for NsDriver {
                     driver: "ns".into(),
                     pid,
                     start_time,
+                    boot_id: crate::boot_id(),
                     socket,
                     dir: cfg.dir.clone(),
                     started: now_rfc3339(),
@@ -143,7 +144,7 @@ impl Driver for NsDriver {
     }
 
     fn is_alive(&self, s: &SandboxState) -> bool {
-        process_alive(s.pid, s.start_time)
+        s.process_alive()
     }
 
     fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError> {
@@ -153,7 +154,7 @@ impl Driver for NsDriver {
         if !cgroup.kill_all(Duration::from_secs(10)) {
             errors.push(format!("processes still alive in {:?}", cgroup.paths));
         }
-        if process_alive(s.pid, s.start_time) {
+        if s.process_alive() {
             // SAFETY: kill has no memory arguments; the pid was checked against its start time just above.
             unsafe { libc::kill(s.pid, libc::SIGKILL) };
         }

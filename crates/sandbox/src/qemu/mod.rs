@@ -400,7 +400,7 @@ impl Driver for QemuDriver {
         if let Some(nic) = &cfg.nic {
             details.insert("host_if".into(), nic.host_if.clone());
         }
-        Ok(SandboxState { id: cfg.id.clone(), driver: "qemu".into(), pid, start_time, socket, dir: cfg.dir.clone(), started: now_rfc3339(), details })
+        Ok(SandboxState { id: cfg.id.clone(), driver: "qemu".into(), pid, start_time, boot_id: crate::boot_id(), socket, dir: cfg.dir.clone(), started: now_rfc3339(), details })
     }
 
     fn attach_rootfs(&self, s: &SandboxState, c: &ContainerStorage) -> Result<Rootfs, SandboxError> {
@@ -464,7 +464,7 @@ impl Driver for QemuDriver {
     fn is_alive(&self, s: &SandboxState) -> bool {
         // (A VM found again by a restarted daemon is looked at first here.)
         self.console.watch(&s.dir);
-        process_alive(s.pid, s.start_time)
+        s.process_alive()
     }
 
     fn shutdown(&self) {
@@ -475,7 +475,7 @@ impl Driver for QemuDriver {
 
     fn destroy(&self, s: &SandboxState) -> Result<(), SandboxError> {
         let mut errors = Vec::new();
-        if process_alive(s.pid, s.start_time) {
+        if s.process_alive() {
             // Ask QEMU to quit; if it does not within a moment, kill it.
             let _ = qmp::Qmp::connect(&s.dir.join("qmp.sock"), Duration::from_millis(500)).and_then(|mut q| q.execute("quit", None));
             if !gone_within(s.pid, s.start_time, Duration::from_secs(3)) {
