@@ -23,6 +23,35 @@ pub enum Inbound {
     Disconnected(String),
 }
 
+/// How much the agent may have sent that the daemon is not done with (written to a log, delivered to an exec's
+/// client), counting 64 bytes per message besides its data. The agent's flow control keeps a well-behaved one
+/// far below (a window per stream); one past it is cut off rather than grow the daemon without bound.
+pub const INBOUND_LIMIT: u64 = 64 << 20;
+
+/// A received message's share of [`INBOUND_LIMIT`], given back when dropped: when the daemon is done with the
+/// message.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<AtomicU64>,
+    cost: u64,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.cost, Ordering::SeqCst);
+    }
+}
+
+/// What the agent sends besides responses, in order, each with its [`Charge`].
+#[derive(Debug)]
+pub struct Inbox(mpsc::UnboundedReceiver<(Inbound, Charge)>);
+
+impl Inbox {
+    pub async fn recv(&mut self) -> Option<(Inbound, Charge)> {
+        self.0.recv().await
+    }
+}
+
 /// The requests waiting for their responses, and why the connection ended once it has: a request sent after
 /// that fails at once (no reader is left to answer it).
 #[derive(Default, Debug)]
@@ -99,7 +128,7 @@ impl AgentClient {
         timeout: Duration,
         alive: impl Fn() -> bool,
         require_nonce: bool,
-    ) -> Result<(AgentClient, mpsc::UnboundedReceiver<Inbound>), String> {
+    ) -> Result<(AgentClient, Inbox), String> {
         let end = tokio::time::Instant::now() + timeout;
         let stream = loop {
             match UnixStream::connect(socket).await {
@@ -118,7 +147,21 @@ impl AgentClient {
         let echoed2 = echoed.clone();
         let (mut rd, mut wr) = stream.into_split();
         let (tx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let (itx, irx) = mpsc::unbounded_channel();
+        let (itx, irx) = mpsc::unbounded_channel::<(Inbound, Charge)>();
+        let budget = Arc::new(AtomicU64::new(0));
+        let (itx2, budget2) = (itx.clone(), budget.clone());
+        // Queues a message with its charge; false once the agent is past its limit.
+        let deliver = move |msg: Inbound, data_len: usize| {
+            let cost = 64 + data_len as u64;
+            let total = budget.fetch_add(cost, Ordering::SeqCst) + cost;
+            let charge = Charge { budget: budget.clone(), cost };
+            if total > INBOUND_LIMIT {
+                return false;
+            }
+            let _ = itx.send((msg, charge));
+            true
+        };
+        let flooded = || format!("the agent sent more than {} MiB that the daemon had not taken in yet (it ignores its flow control)", INBOUND_LIMIT >> 20);
         let pending: Pending = Arc::new(Mutex::new(Waiters::default()));
         tokio::spawn(async move {
             while let Some(mut buf) = wrx.recv().await {
@@ -183,18 +226,27 @@ impl AgentClient {
                         },
                         Ok(Some(Frame::Event(b))) => match serde_json::from_slice::<Event>(&b) {
                             Ok(e) => {
-                                let _ = itx.send(Inbound::Event(e));
+                                if !deliver(Inbound::Event(e), b.len()) {
+                                    break 'outer flooded();
+                                }
                             }
                             Err(e) => break 'outer format!("malformed event from the agent: {e}"),
                         },
                         Ok(Some(Frame::Data { stream, offset, data })) => {
-                            let _ = itx.send(Inbound::Data { stream, offset, data });
+                            let len = data.len();
+                            if !deliver(Inbound::Data { stream, offset, data }, len) {
+                                break 'outer flooded();
+                            }
                         }
                         Ok(Some(Frame::Close { stream, offset })) => {
-                            let _ = itx.send(Inbound::Close { stream, offset });
+                            if !deliver(Inbound::Close { stream, offset }, 0) {
+                                break 'outer flooded();
+                            }
                         }
                         Ok(Some(Frame::Ack { stream, offset })) => {
-                            let _ = itx.send(Inbound::Ack { stream, offset });
+                            if !deliver(Inbound::Ack { stream, offset }, 0) {
+                                break 'outer flooded();
+                            }
                         }
                         Ok(Some(Frame::Request(_))) => break 'outer "the agent sent a request".to_string(),
                         Ok(None) => break,
@@ -209,9 +261,10 @@ impl AgentClient {
                 }
                 waiters.ended = Some(reason.clone());
             }
-            let _ = itx.send(Inbound::Disconnected(reason));
+            // (Past the limit or not: the end is always told.)
+            let _ = itx2.send((Inbound::Disconnected(reason), Charge { budget: budget2, cost: 0 }));
         });
-        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(HELLO_ID)), nonce, echoed }, irx))
+        Ok((AgentClient { tx, pending, next: Arc::new(AtomicU64::new(HELLO_ID)), nonce, echoed }, Inbox(irx)))
     }
 
     /// The first request on every connection: the protocol version, the host's clock, fresh randomness (a VM
@@ -257,6 +310,16 @@ impl AgentClient {
             return PendingReply(None);
         }
         PendingReply(Some(r))
+    }
+
+    /// Sends a request whose answer nobody waits for (nothing is kept for it: an agent that never answers
+    /// costs nothing).
+    pub fn notify(&self, request: Request) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let json = serde_json::to_vec(&RequestEnvelope { id, request }).expect("serialisable");
+        let mut frame = Vec::with_capacity(json.len() + 12);
+        agent_proto::encode(&mut frame, FrameKind::Request, &json);
+        let _ = self.tx.send(frame);
     }
 
     /// Like [`AgentClient::call`] but gives up after `timeout`.
@@ -372,7 +435,7 @@ mod tests {
         client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
         drop(peer.join().unwrap()); // the sandbox dies
         loop {
-            match rx.recv().await {
+            match rx.recv().await.map(|(m, _)| m) {
                 Some(Inbound::Disconnected(_)) | None => break,
                 Some(_) => {}
             }
@@ -380,5 +443,46 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_secs(5), client.call(Request::ResetPod)).await;
         let e = r.expect("the request fails at once, not when the pod's lock is given up").unwrap_err();
         assert!(e.message.contains("agent connection lost"), "{e}");
+    }
+
+    /// An agent that ignores its flow control and sends faster than the daemon takes in is cut off at
+    /// INBOUND_LIMIT; it used to queue in the daemon without bound.
+    #[tokio::test]
+    async fn an_agent_that_floods_the_daemon_is_cut_off() {
+        let (_dir, path, peer) = scripted_agent(Vec::new(), true);
+        let (client, mut rx) = AgentClient::connect(&path, Duration::from_secs(5), || true, true).await.unwrap();
+        client.send(client.hello()).await.wait_timeout(Duration::from_secs(5)).await.unwrap();
+        let mut s = peer.join().unwrap();
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 32 << 10];
+            let mut frames = Vec::new();
+            for i in 0..8u64 {
+                agent_proto::encode_data(&mut frames, 7, i * chunk.len() as u64, &chunk);
+            }
+            // 4096 writes of 256 KiB: 1 GiB, far past the limit; the daemon stops reading and closes.
+            for _ in 0..4096 {
+                if s.write_all(&frames).is_err() {
+                    return true;
+                }
+            }
+            false
+        });
+        // Nobody takes the messages in (a pump stuck on a slow disk, say) until the connection is cut.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut queued = 0u64;
+        let reason = loop {
+            match rx.recv().await {
+                Some((Inbound::Disconnected(r), _)) => break r,
+                Some((Inbound::Data { data, .. }, _)) => queued += data.len() as u64,
+                Some(_) => {}
+                None => panic!("no end told"),
+            }
+        };
+        assert!(reason.contains("ignores its flow control"), "{reason}");
+        assert!(queued <= INBOUND_LIMIT, "{queued} bytes were queued");
+        // (The daemon then ends the sandbox; here, the connection's last user goes.)
+        drop((client, rx));
+        let closed = tokio::task::spawn_blocking(move || writer.join().unwrap()).await.unwrap();
+        assert!(closed, "the connection is closed");
     }
 }

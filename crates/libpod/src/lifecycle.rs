@@ -344,7 +344,7 @@ impl Engine {
         retry: Option<Duration>,
         limit: Duration,
         mut then: Option<Request>,
-    ) -> Result<(AgentClient, mpsc::UnboundedReceiver<crate::agent::Inbound>, Reply, Option<PendingReply>), PodError> {
+    ) -> Result<(AgentClient, crate::agent::Inbox, Reply, Option<PendingReply>), PodError> {
         let end = tokio::time::Instant::now() + limit;
         let mut attempt = 1;
         loop {
@@ -484,8 +484,11 @@ impl Engine {
     /// Waits for the containers' starts, in the podfile's order, and records them running. The first failure
     /// is the answer (the caller ends the sandbox, and with it whatever started after).
     async fn record_starts(&self, rec: &mut PodRecord, starts: Vec<(PendingReply, Streams, (u64, u64))>) -> Result<(), PodError> {
+        // One limit for all of them: the agent answers in order, and one that never does would otherwise hold
+        // the pod's lock for the limit once per container.
+        let deadline = tokio::time::Instant::now() + crate::agent::ANSWER_LIMIT;
         for (c, (reply, (stdout, stderr, stdin), log_base)) in rec.containers.iter_mut().zip(starts) {
-            let pid = match reply.wait().await {
+            let pid = match reply.wait_timeout(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
                 Ok(Reply::Started { pid }) => pid,
                 Ok(other) => return Err(PodError::Internal(format!("unexpected agent reply {other:?}"))),
                 Err(e) => return Err(PodError::Sandbox(format!("starting container {}: {}", c.name, e.message))),
@@ -984,40 +987,44 @@ impl Engine {
         }
     }
 
+    /// Recovers every pod at once: one whose agent is slow to answer (or never does) holds up only itself.
     async fn recover_pods(&self) {
         let Ok(all) = self.store.all() else { return };
-        for mut rec in all {
+        futures_util::future::join_all(all.into_iter().map(|rec| self.recover_one(rec))).await;
+    }
 
-            match rec.state {
-                PodState::Running => {
-                    if let Err(e) = self.recover_pod(&rec).await {
-                        log::warn!("pod {}: cannot resume: {e}", rec.id);
-                        if let Some(sb) = rec.sandbox.take() {
-                            self.destroy_sandbox(&sb).await;
-                        }
-                        rec.state = PodState::Failed;
-                        rec.failure = Some(format!("lost while hyperd was not running: {e}"));
-                        for c in &mut rec.containers {
-                            if c.status.state == "running" {
-                                c.status.state = "exited".into();
-                                c.status.pid = None;
-                            }
-                        }
-                        let _ = self.store.put(&[&rec]);
-                    }
-                }
-                _ => {
+    async fn recover_one(&self, mut rec: PodRecord) {
+        match rec.state {
+            PodState::Running => {
+                if let Err(e) = self.recover_pod(&rec).await {
+                    log::warn!("pod {}: cannot resume: {e}", rec.id);
                     if let Some(sb) = rec.sandbox.take() {
-                        log::info!("pod {}: removing sandbox {} of an interrupted start", rec.id, sb.id);
                         self.destroy_sandbox(&sb).await;
-                        let _ = self.store.put(&[&rec]);
                     }
+                    rec.state = PodState::Failed;
+                    rec.failure = Some(format!("lost while hyperd was not running: {e}"));
+                    for c in &mut rec.containers {
+                        if c.status.state == "running" {
+                            c.status.state = "exited".into();
+                            c.status.pid = None;
+                        }
+                    }
+                    let _ = self.store.put(&[&rec]);
+                }
+            }
+            _ => {
+                if let Some(sb) = rec.sandbox.take() {
+                    log::info!("pod {}: removing sandbox {} of an interrupted start", rec.id, sb.id);
+                    self.destroy_sandbox(&sb).await;
+                    let _ = self.store.put(&[&rec]);
                 }
             }
         }
     }
 
     async fn recover_pod(&self, rec: &PodRecord) -> Result<(), PodError> {
+        /// (An agent that answered its hello answers the rest at once.)
+        const RECOVERY_ANSWER_LIMIT: Duration = Duration::from_secs(60);
         let sb = rec.sandbox.clone().ok_or_else(|| PodError::Internal("running without a sandbox".into()))?;
         if !self.driver.is_alive(&sb) {
             return Err(PodError::Sandbox(format!("the sandbox ({} pid {}) is gone", sb.driver, sb.pid)));
@@ -1078,12 +1085,14 @@ impl Engine {
             drop(inner);
             positions.push(StreamPosition { stream: e.stdout, offset: 0 });
             if e.exit.is_some() {
-                let _ = rt.agent.call(Request::RemoveExec { id: e.id.clone() }).await;
+                // Not waited for: an agent that never answers must not hold up the daemon's start, once per exec.
+                rt.agent.notify(Request::RemoveExec { id: e.id.clone() });
             }
         }
         self.running.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), rt.clone());
         tokio::spawn(runtime::pump(self.arc(), rt.clone(), rx));
-        rt.agent.call(Request::Attach { streams: positions }).await.map_err(|e| agent_err("resuming streams", e))?;
+        // The daemon serves only once every pod is recovered: an agent gets a short while to answer.
+        rt.agent.call_timeout(Request::Attach { streams: positions }, RECOVERY_ANSWER_LIMIT).await.map_err(|e| agent_err("resuming streams", e))?;
         for (id, code) in exited {
             self.container_exited(&rt, &id, code).await;
         }

@@ -43,8 +43,9 @@ pub(crate) struct ExecRt {
 
 #[derive(Debug)]
 pub(crate) enum ExecMsg {
-    /// Output, and the stream offset to acknowledge once the client has it.
-    Data { chunk: Chunk, stream: u32, end: u64 },
+    /// Output, and the stream offset to acknowledge once the client has it; the message's share of the
+    /// agent's inbound limit, given back then.
+    Data { chunk: Chunk, stream: u32, end: u64, charge: crate::agent::Charge },
     /// The exit code, after the output; `remove`: tell the agent to forget the exec once it is delivered.
     Exit { code: i32, remove: bool },
 }
@@ -63,13 +64,14 @@ pub(crate) fn exec_forwarder(
         let mut out = Some(out);
         while let Some(m) = rx.recv().await {
             match m {
-                ExecMsg::Data { chunk, stream, end } => {
+                ExecMsg::Data { chunk, stream, end, charge } => {
                     if let Some(o) = &out {
                         if o.send(chunk).await.is_err() {
                             out = None; // the client went away: the rest is acknowledged and dropped
                         }
                     }
                     agent.send_ack(stream, end);
+                    drop(charge);
                 }
                 ExecMsg::Exit { code, remove } => {
                     let _ = exit.send(code);
@@ -165,8 +167,10 @@ impl Runtime {
 }
 
 /// Consumes everything the agent sends besides responses, in order, for one running pod.
-pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
-    while let Some(msg) = rx.recv().await {
+pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: crate::agent::Inbox) {
+    // Each message's charge is given back when the daemon is done with it (see agent::INBOUND_LIMIT): at the
+    // end of its turn here, or, for an exec's output, once its client has it.
+    while let Some((msg, charge)) = rx.recv().await {
         match msg {
             Inbound::Data { stream, offset, data } => {
                 // The agent's numbers are not trusted: a bogus offset must not overflow.
@@ -237,7 +241,7 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                         let chunk = if stderr { Chunk::Stderr(Bytes::from(data)) } else { Chunk::Stdout(Bytes::from(data)) };
                         let forward = rt.lock().execs.get(&exec).map(|e| e.forward.clone());
                         // Acknowledged by the exec's forwarder once its client has it.
-                        if forward.is_none_or(|f| f.send(ExecMsg::Data { chunk, stream, end }).is_err()) {
+                        if forward.is_none_or(|f| f.send(ExecMsg::Data { chunk, stream, end, charge }).is_err()) {
                             rt.agent.send_ack(stream, end);
                         }
                     }
@@ -274,10 +278,8 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: mpsc::Un
                 // After the output queued before it; the forwarder then has the agent forget the exec.
                 let e = rt.forget_exec(&id);
                 if e.is_none_or(|e| e.forward.send(ExecMsg::Exit { code: status.code, remove: true }).is_err()) {
-                    let agent = rt.agent.clone();
-                    tokio::spawn(async move {
-                        let _ = agent.call(agent_proto::Request::RemoveExec { id }).await;
-                    });
+                    // (Not waited for: an agent could report exits of made-up execs without end.)
+                    rt.agent.notify(agent_proto::Request::RemoveExec { id });
                 }
             }
             Inbound::Event(Event::Restarted { id, pid, restarts }) => {
