@@ -202,7 +202,10 @@ impl Engine {
             let e = with_log_tail(e, &rt.sandbox);
             self.teardown(rec, rt).await;
             rec.state = PodState::Created;
-            self.save(&[rec]).await?;
+            // The start's failure is the answer: a failure to record the pod is added to it, not put in its place.
+            if let Err(save) = self.save(&[rec]).await {
+                return Err(with_note(e, &format!("; and recording the pod as created failed: {save}")));
+            }
             return Err(e);
         }
         rec.state = PodState::Running;
@@ -322,7 +325,9 @@ impl Engine {
                 let e = with_log_tail(e, &state);
                 self.destroy_sandbox(&state).await;
                 rec.sandbox = None;
-                self.save(&[rec]).await.map_err(|e| (e, false))?;
+                if let Err(save) = self.save(&[rec]).await {
+                    return Err((with_note(e, &format!("; and recording the pod without its sandbox failed: {save}")), false));
+                }
                 Err((e, cached))
             }
         }

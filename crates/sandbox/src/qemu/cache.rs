@@ -249,8 +249,13 @@ fn is_parked(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("console.log")).is_ok_and(|c| c.contains(agent_proto::VM_PARKED_MARK))
 }
 
+/// Where a cached VM's directory says what its tap is being renamed to: a daemon killed between the tap's
+/// rename and the directory's finds the tap by it (`clean`).
+const HANDED_TAP: &str = "handed-tap";
+
 fn hand_over(p: &Parked, cfg: &SandboxConfig, nic: &Nic) -> Result<(), SandboxError> {
     let index = netlink::link_index(&p.tap).ok_or_else(|| err(format!("tap {} vanished", p.tap)))?;
+    std::fs::write(p.dir.join(HANDED_TAP), &nic.host_if).map_err(io_err(format!("writing {}", p.dir.join(HANDED_TAP).display())))?;
     let mut nl = netlink::Netlink::open().map_err(io_err("netlink"))?;
     nl.set_name(index, &nic.host_if).map_err(io_err(format!("renaming tap {} to {}", p.tap, nic.host_if)))?;
     crate::plug(nic)?;
@@ -277,7 +282,12 @@ fn clean(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = e.path();
         let (pid, start) = crate::recorded_process(&path).unwrap_or((0, 0));
+        let handed = std::fs::read_to_string(path.join(HANDED_TAP)).ok();
         discard(&Parked { dir: path.clone(), pid, start, tap: tap_of(&e.file_name().to_string_lossy()), restored: false });
+        // Killed while handing the VM over: the tap may already have its sandbox's name.
+        if let Some(tap) = handed.filter(|t| !t.is_empty() && t.len() < 16 && !t.contains('/')) {
+            let _ = crate::unplug(&tap);
+        }
         log::info!("VM cache: removed {} of an earlier daemon", path.display());
     }
 }

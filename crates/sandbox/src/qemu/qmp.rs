@@ -22,11 +22,17 @@ fn err(msg: String) -> SandboxError {
 impl Qmp {
     /// Connects to the socket (waiting up to `timeout` for QEMU to create it) and leaves negotiation mode.
     pub fn connect(socket: &Path, timeout: Duration) -> Result<Qmp, SandboxError> {
+        Qmp::connect_while(socket, timeout, || true)
+    }
+
+    /// Like [`Qmp::connect`], giving up as soon as `alive` says QEMU is gone (it never will listen then).
+    pub fn connect_while(socket: &Path, timeout: Duration, alive: impl Fn() -> bool) -> Result<Qmp, SandboxError> {
         let end = Instant::now() + timeout;
         let s = loop {
             match UnixStream::connect(socket) {
                 Ok(s) => break s,
                 Err(e) if Instant::now() > end => return Err(err(format!("connecting to QMP at {}: {e}", socket.display()))),
+                Err(_) if !alive() => return Err(err("QEMU exited before its QMP socket answered".into())),
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
         };

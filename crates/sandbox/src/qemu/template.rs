@@ -184,7 +184,7 @@ fn save(dir: &Path, pid: i32, start: u64) -> Result<(), SandboxError> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut q = qmp::Qmp::connect(&dir.join("qmp.sock"), SAVE_TIMEOUT)?;
+    let mut q = qmp::Qmp::connect_while(&dir.join("qmp.sock"), SAVE_TIMEOUT, || process_alive(pid, start))?;
     q.execute("stop", None)?;
     ignore_shared(&mut q)?;
     q.execute("migrate", Some(json!({"uri": format!("exec:cat > {}", shell_quote(&dir.join("state")))})))?;
@@ -206,7 +206,7 @@ fn save(dir: &Path, pid: i32, start: u64) -> Result<(), SandboxError> {
 
 /// Loads a template's state into a QEMU started with `-incoming defer` and lets the guest run.
 pub fn resume(qmp_sock: &Path, state: &Path, pid: i32, start: u64) -> Result<(), SandboxError> {
-    let mut q = qmp::Qmp::connect(qmp_sock, RESTORE_TIMEOUT)?;
+    let mut q = qmp::Qmp::connect_while(qmp_sock, RESTORE_TIMEOUT, || process_alive(pid, start))?;
     ignore_shared(&mut q)?;
     q.execute("migrate-incoming", Some(json!({"uri": format!("exec:cat {}", shell_quote(state))})))?;
     let end = Instant::now() + RESTORE_TIMEOUT;
