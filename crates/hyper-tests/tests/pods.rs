@@ -719,6 +719,12 @@ pub fn confinement(driver: &str) {
     let out = d.hyper(&["exec", "conf", "unshare", "-U", "true"]);
     assert!(!out.status.success(), "new namespaces are refused inside a container");
     assert_eq!(d.sh("conf", "ls -A /sys/firmware | wc -w").trim(), "0", "/sys/firmware is masked");
+    // A process without input reads the container's own /dev/null: it had the agent's (the host's, in the ns
+    // driver), which a root process could chmod through /proc/self/fd/0.
+    let nulls = d.sh("conf", "stat -L -c %d:%i /proc/self/fd/0 /dev/null");
+    let nulls: Vec<&str> = nulls.lines().collect();
+    assert_eq!(nulls.len(), 2, "{nulls:?}");
+    assert_eq!(nulls[0], nulls[1], "stdin is the container's /dev/null");
     // An image (or podfile) working directory through a magic link out of the container is refused (it was
     // the host's root, with every capability still held, in the ns driver)
     let pf = d.podfile("cwd.json", &json!({"id": "cwd", "containers": [{"image": "busybox", "command": ["pwd"], "workdir": "/proc/1/root"}]}));

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -168,8 +168,10 @@ fn inject_files(c: &ContainerConfig) -> R<()> {
             || format!("creating {}", f.path),
         )?;
         ctx(file.write_all(&data), || format!("writing {}", f.path))?;
-        ctx(sys::chown(path, uid, gid), || format!("chown {}", f.path))?;
-        ctx(std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode)), || format!("chmod {}", f.path))?;
+        // On the file written, not by its path: another container sharing the directory (a volume, /dev/shm)
+        // could have put a symlink in its place meanwhile, and chmod follows it.
+        ctx(std::os::unix::fs::fchown(&file, Some(uid), Some(gid)), || format!("chown {}", f.path))?;
+        ctx(file.set_permissions(std::fs::Permissions::from_mode(f.mode)), || format!("chmod {}", f.path))?;
     }
     Ok(())
 }
@@ -290,6 +292,31 @@ fn environment(p: &ProcessConfig, id: &passwd::Identity, hostname: &str) -> Vec<
     env
 }
 
+/// Puts the container's own /dev/null on the standard descriptors that hold another one. A process without
+/// input (or output) got the agent's /dev/null, opened before the fork: in the ns driver, the host's. Open in
+/// the container, it let a root process change the host's node (`chmod 0 /proc/self/fd/0`), as runc's once did.
+fn own_null() -> R<()> {
+    let mine = ctx(std::fs::metadata("/dev/null"), || "looking at /dev/null".into())?;
+    let mut null = None;
+    for fd in 0..3 {
+        // SAFETY: all-zero is a valid `stat`, which fstat fills.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid out-pointer; a closed descriptor only fails.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+            continue;
+        }
+        if st.st_dev == mine.dev() && st.st_ino == mine.ino() {
+            continue;
+        }
+        if null.is_none() {
+            null = Some(ctx(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null"), || "opening /dev/null".into())?);
+        }
+        let n = null.as_ref().map_or(-1, |n| n.as_raw_fd());
+        ctx(sys::dup2(n, fd), || "attaching /dev/null".into())?;
+    }
+    Ok(())
+}
+
 fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut UnixStream) -> String {
     let r = (|| -> R<(String, Vec<String>, Option<OwnedFd>)> {
         if p.args.is_empty() {
@@ -328,6 +355,7 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
             unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
             Some(master)
         } else {
+            own_null()?;
             None
         };
         for (res, soft, hard) in &p.rlimits {
