@@ -32,7 +32,7 @@ fn touch(p: &Path) -> R<()> {
     if let Some(d) = p.parent() {
         mkdir_p(d)?;
     }
-    ctx(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).open(p).map(|_| ()), || {
+    ctx(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(p).map(|_| ()), || {
         format!("creating {}", p.display())
     })
 }
