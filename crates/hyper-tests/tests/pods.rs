@@ -732,6 +732,17 @@ pub fn confinement(driver: &str) {
     let err = d.fails(&["start", "cwd"]);
     assert!(err.contains("outside the container's root filesystem"), "{err}");
     d.ok(&["rm", "cwd"]);
+    // Nor is a missing working directory made through another container's root (/proc/2/root: the first
+    // container's process, in the pod's PID namespace) before that check: container-init made it there.
+    let pf = d.podfile("cwd2.json", &json!({"id": "cwd2", "containers": [{"name": "a", "image": "busybox", "command": ["sleep", "1000"]},
+        {"name": "b", "image": "busybox", "command": ["true"], "workdir": "/proc/2/root/made-by-b"}]}));
+    d.ok(&["create", "-p", &pf]);
+    let _ = d.hyper(&["start", "cwd2"]);
+    let pod = d.inspect("cwd2");
+    let upper = d.root.join("pods").join(pod["id"].as_str().unwrap()).join("containers").join(pod["containers"][0]["id"].as_str().unwrap()).join("upper");
+    assert!(upper.is_dir(), "{}", upper.display());
+    assert!(!upper.join("made-by-b").exists(), "a container's set-up made a directory in another container's root");
+    d.ok(&["rm", "-f", "cwd2"]);
     // Nor does an image's symlink through /proc/1/root and `..` lead the set-up out: a podfile file written
     // there landed on the host (ns driver), through the agent's root that pod-init kept (and with a chroot,
     // through the tree above it).

@@ -343,6 +343,45 @@ pub fn mknod(path: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()
     check(unsafe { libc::mknod(p.as_ptr(), mode, dev) }).map(|_| ())
 }
 
+/// Opens `path` below the directory `root` as if `root` were `/`: `..` and absolute symlinks stay inside it,
+/// and no magic link (`/proc/<pid>/root`, `/proc/self/fd/N`) is followed (`openat2` with `RESOLVE_IN_ROOT |
+/// RESOLVE_NO_MAGICLINKS`).
+pub fn open_in_root(root: &impl AsRawFd, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cstr(path.as_os_str().as_bytes().strip_prefix(b"/").map_or(path.as_os_str(), OsStr::from_bytes))?;
+    let c = if c.as_bytes().is_empty() { cstr(".")? } else { c };
+    // SAFETY: open_how is a plain C struct for which all-zero is valid (and required for unused fields).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: a valid descriptor, C string and open_how that outlive the call; the kernel copies them.
+    let fd = check_l(unsafe { libc::syscall(libc::SYS_openat2, root.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `mkdirat(2)` of one name in the directory `dir` (the name itself is never followed).
+pub fn mkdirat(dir: &impl AsRawFd, name: &OsStr, mode: libc::mode_t) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: a valid descriptor and C string.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) }).map(|_| ())
+}
+
+/// `openat(2)` of one name in the directory `dir`.
+pub fn openat(dir: &impl AsRawFd, name: &OsStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: a valid descriptor and C string; the mode is read only with O_CREAT.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags | libc::O_CLOEXEC, libc::c_uint::from(mode)) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `unlinkat(2)` of one name (a file or symlink) in the directory `dir`.
+pub fn unlinkat(dir: &impl AsRawFd, name: &OsStr) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: a valid descriptor and C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) }).map(|_| ())
+}
+
 pub fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     let p = cstr(path)?;
     // SAFETY: valid C string.

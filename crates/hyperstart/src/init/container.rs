@@ -19,8 +19,35 @@ fn ctx<T>(r: std::io::Result<T>, what: impl FnOnce() -> String) -> R<T> {
     r.map_err(|e| format!("{}: {e}", what()))
 }
 
-fn mkdir_p(p: &Path) -> R<()> {
-    ctx(std::fs::create_dir_all(p), || format!("creating {}", p.display()))
+/// Makes the directory `p` and its parents in the container (after `pivot_root`: `/` is its root) and returns
+/// it. Every lookup stays inside the root and follows no magic link: a working directory, mount point or file
+/// under `/proc/<pid>/root` (or a symlink to it that another container of the pod swapped in) would otherwise
+/// be made in whatever root that process has, with container-init's full capabilities.
+fn mkdir_p(p: &Path) -> R<OwnedFd> {
+    let fail = |e: std::io::Error| format!("creating {}: {e}", p.display());
+    let root = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open("/").map_err(fail)?;
+    // Usually there already: one lookup (in a VM, a round trip to the host).
+    if let Ok(d) = sys::open_in_root(&root, p, libc::O_PATH | libc::O_DIRECTORY) {
+        return Ok(d);
+    }
+    let mut dir = sys::open_in_root(&root, Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).map_err(fail)?;
+    let mut so_far = PathBuf::from("/");
+    for part in p.components() {
+        let name = match part {
+            std::path::Component::Normal(n) => n,
+            std::path::Component::ParentDir => std::ffi::OsStr::new(".."),
+            _ => continue,
+        };
+        match sys::mkdirat(&dir, name, 0o755) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(fail(e)),
+        }
+        // The next directory, opened from the root again (not from `dir`: a symlink there resolves in the root).
+        so_far.push(name);
+        dir = sys::open_in_root(&root, &so_far, libc::O_PATH | libc::O_DIRECTORY).map_err(fail)?;
+    }
+    Ok(dir)
 }
 
 /// Makes `p` exist as an empty file (for a file bind mount), creating parents.
@@ -29,12 +56,9 @@ fn touch(p: &Path) -> R<()> {
     if std::fs::symlink_metadata(p).is_ok() {
         return Ok(());
     }
-    if let Some(d) = p.parent() {
-        mkdir_p(d)?;
-    }
-    ctx(std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(p).map(|_| ()), || {
-        format!("creating {}", p.display())
-    })
+    let (Some(d), Some(name)) = (p.parent(), p.file_name()) else { return Err(format!("creating {}: not a file's path", p.display())) };
+    let dir = mkdir_p(d)?;
+    ctx(sys::openat(&dir, name, libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW, 0o644).map(|_| ()), || format!("creating {}", p.display()))
 }
 
 /// Takes a detached copy of a mount source, to be attached after pivot_root (see [`bind_from_fd`]).
@@ -59,7 +83,7 @@ const MS_RO_REMOUNT: libc::c_ulong = libc::MS_BIND | libc::MS_REMOUNT | libc::MS
 fn on_mount_point(target: &Path, is_dir: bool, mount: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
     match mount() {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            let made = if is_dir { mkdir_p(target) } else { touch(target) };
+            let made = if is_dir { mkdir_p(target).map(drop) } else { touch(target) };
             made.map_err(std::io::Error::other)?;
             mount()
         }
@@ -100,19 +124,21 @@ fn setup_dev() -> R<()> {
     for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
         ctx(std::os::unix::fs::symlink(target, dev.join(link)), || format!("creating /dev/{link}"))?;
     }
+    // (A fresh tmpfs of this container's: nothing else can be there.)
+    let made = |d: &Path| ctx(std::fs::create_dir(d), || format!("creating {}", d.display()));
     let pts = dev.join("pts");
-    mkdir_p(&pts)?;
+    made(&pts)?;
     ctx(
         sys::mount(Some("devpts"), &pts, Some("devpts"), libc::MS_NOSUID | libc::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620,gid=5")),
         || "mounting /dev/pts".into(),
     )?;
     let mq = dev.join("mqueue");
-    mkdir_p(&mq)?;
+    made(&mq)?;
     // POSIX message queues: one instance per IPC namespace, so the pod's containers share it.
     ctx(sys::mount(Some("mqueue"), &mq, Some("mqueue"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, None), || {
         "mounting /dev/mqueue".into()
     })?;
-    mkdir_p(&dev.join("shm"))
+    made(&dev.join("shm"))
 }
 
 /// Hides or freezes the parts of /proc and /sys that reach into the host kernel or hardware, as Docker does.
@@ -157,16 +183,14 @@ fn inject_files(c: &ContainerConfig) -> R<()> {
     for f in &c.files {
         let data = base64::engine::general_purpose::STANDARD.decode(&f.content).map_err(|e| format!("file {}: bad content: {e}", f.path))?;
         let path = Path::new(&f.path);
-        if let Some(d) = path.parent() {
-            mkdir_p(d)?;
-        }
+        let (Some(d), Some(name)) = (path.parent(), path.file_name()) else { return Err(format!("file {}: not a file's path", f.path)) };
+        let dir = mkdir_p(d)?;
         let uid = if f.user.is_empty() { 0 } else { passwd::resolve_user_id(&Slash, &f.user).map_err(|e| format!("file {}: {e}", f.path))? };
         let gid = if f.group.is_empty() { 0 } else { passwd::resolve_group(&Slash, &f.group).map_err(|e| format!("file {}: {e}", f.path))? };
-        let _ = std::fs::remove_file(path);
-        let mut file = ctx(
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path),
-            || format!("creating {}", f.path),
-        )?;
+        let _ = sys::unlinkat(&dir, name);
+        let mut file = std::fs::File::from(ctx(sys::openat(&dir, name, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW, 0o600), || {
+            format!("creating {}", f.path)
+        })?);
         ctx(file.write_all(&data), || format!("writing {}", f.path))?;
         // On the file written, not by its path: another container sharing the directory (a volume, /dev/shm)
         // could have put a symlink in its place meanwhile, and chmod follows it.
