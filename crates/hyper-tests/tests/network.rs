@@ -83,6 +83,17 @@ pub fn port_mappings_and_pod_to_pod(driver: &str) {
     });
     assert_eq!(d.sh("client", &format!("nc -w 3 {gw} {hp} </dev/null")).trim(), "from the host");
     t.join().unwrap();
+    // Pods reach published ports through the host's address too, another pod's and their own (hairpin NAT):
+    // the answer used to go straight back over the bridge, from an address the client never asked.
+    assert_eq!(d.sh("client", &format!("echo hairpin | nc -w 3 {gw} {tcp}")).trim(), "hairpin");
+    assert_eq!(d.sh("echo/tcp", &format!("echo own | nc -w 3 {gw} {tcp}")).trim(), "own");
+    // A range onto another range: each port to its own (the DNAT rule for the whole range sent every port to
+    // the first). Only the second container port listens.
+    let h = (0..50).map(|_| free_port()).find(|p| std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()).unwrap();
+    d.ok(&["ports", "add", "echo", "-p", &format!("{h}-{}:6999-7000", h + 1)]);
+    assert_eq!(tcp_echo(&format!("127.0.0.1:{}", h + 1)).unwrap(), "ping over tcp\n");
+    assert!(tcp_echo(&format!("127.0.0.1:{h}")).is_err(), "nothing listens on 6999");
+    d.ok(&["ports", "rm", "echo", "-p", &format!("{h}-{}:6999-7000", h + 1)]);
     // Conflicting host ports are refused, with nothing started.
     let pf2 = echo_pod(&d, "clash", tcp, free_port());
     d.ok(&["create", "-p", &pf2]);

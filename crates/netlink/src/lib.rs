@@ -15,6 +15,8 @@ const NLM_F_CREATE: u16 = 0x400;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
+/// (For a bridge port's settings: RTM_NEWLINK of the AF_BRIDGE family has no handler and does nothing.)
+const RTM_SETLINK: u16 = 19;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 
@@ -22,6 +24,9 @@ const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
+const IFLA_PROTINFO: u16 = 12;
+/// In a bridge port's IFLA_PROTINFO: hairpin mode.
+const IFLA_BRPORT_MODE: u16 = 4;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
@@ -195,6 +200,15 @@ impl Netlink {
     pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfo(index, 0, 0));
         m.u32(IFLA_MASTER, master);
+        self.call(m)
+    }
+
+    /// Turns hairpin mode on for a bridge port: frames may go back out of the port they came in by.
+    pub fn set_hairpin(&mut self, index: u32) -> io::Result<()> {
+        let mut info = ifinfo(index, 0, 0);
+        info[0] = libc::AF_BRIDGE as u8;
+        let mut m = Msg::new(RTM_SETLINK, 0, &info);
+        m.begin(IFLA_PROTINFO).attr(IFLA_BRPORT_MODE, &[1]).end();
         self.call(m)
     }
 

@@ -99,6 +99,10 @@ pub fn setup_base(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     ensure("filter", "FORWARD", &["-j", "HYPER"])?;
     ensure("filter", "FORWARD", &["-i", &cfg.bridge, "-j", "ACCEPT"])?;
     ensure("filter", "FORWARD", &["-o", &cfg.bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"])?;
+    // A pod reaching a published port through the host's address (its own, or another pod's) is sent back
+    // over the bridge: from the gateway's address, or the answer would not come back the way it went (and
+    // a pod would get its own packets from itself). As Docker's hairpin NAT.
+    ensure("nat", "POSTROUTING", &["-s", subnet.as_str(), "-o", cfg.bridge.as_str(), "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE"])?;
     let masq = ["-s", subnet.as_str(), "!", "-o", cfg.bridge.as_str(), "-j", "MASQUERADE"];
     if cfg.masquerade {
         ensure("nat", "POSTROUTING", &masq)?;
@@ -129,8 +133,16 @@ pub fn set_sandbox_rules(_cfg: &NetworkConfig, owner: &str, address: Ipv4Addr, m
     for m in maps {
         let p = m.protocol.name();
         let dst = m.host_ip.map(|ip| format!(" -d {ip}")).unwrap_or_default();
-        let to = format!("{address}:{}", range(m.container_port, m.container_port_end, '-'));
-        nat.push_str(&format!("-A {chain}{dst} -p {p} -m {p} --dport {} -j DNAT --to-destination {to}\n", range(m.host_port, m.host_port_end, ':')));
+        if m.host_port == m.container_port {
+            let to = format!("{address}:{}", range(m.container_port, m.container_port_end, '-'));
+            nat.push_str(&format!("-A {chain}{dst} -p {p} -m {p} --dport {} -j DNAT --to-destination {to}\n", range(m.host_port, m.host_port_end, ':')));
+        } else {
+            // A range onto another range, a rule per port: DNAT to a port range keeps a port only if it lies
+            // in the range, and sends every other one to the range's first port.
+            for (h, c) in (m.host_port..=m.host_port_end).zip(m.container_port..=m.container_port_end) {
+                nat.push_str(&format!("-A {chain}{dst} -p {p} -m {p} --dport {h} -j DNAT --to-destination {address}:{c}\n"));
+            }
+        }
         filter.push_str(&format!("-A {chain} -d {address}/32 -p {p} -m {p} --dport {} -j ACCEPT\n", range(m.container_port, m.container_port_end, ':')));
     }
     nat.push_str("COMMIT\n");

@@ -51,6 +51,10 @@ pub(crate) fn plug(nic: &Nic) -> Result<(), SandboxError> {
     let mut nl = netlink::Netlink::open().map_err(e("netlink for"))?;
     nl.set_mtu(index, nic.mtu).map_err(e("setting the MTU of"))?;
     nl.set_master(index, bridge).map_err(e("bridging"))?;
+    // Hairpin: a pod's packet to a published port of its own, through the host's address, comes back out of
+    // the port it came in by (bridge netfilter hands the DNAT'ed frame straight back to the bridge), which a
+    // bridge port refuses by default. As Docker does for its bridge's ports.
+    nl.set_hairpin(index).map_err(e("turning hairpin mode on for"))?;
     nl.set_up(index).map_err(e("bringing up"))
 }
 
