@@ -186,6 +186,29 @@ fn a_starting_daemon_keeps_another_daemons_port_mappings() {
     drop(b);
 }
 
+/// A firewall flushed while the daemon is away (a reload of the host's rules) takes the pods' port mappings: the
+/// daemon puts them back when it starts again. They stayed dead until each pod restarted.
+#[test]
+fn published_ports_come_back_after_a_firewall_flush() {
+    let mut d = Daemon::with_driver("ns", &[]);
+    d.ok(&["load", "-i", hyper_tests::fixtures_dir().join("nettools.tar").to_str().unwrap()]);
+    let (tcp, udp) = (free_port(), free_port());
+    let pf = echo_pod(&d, "echo", tcp, udp);
+    d.ok(&["run", "-d", &pf]);
+    let addr = format!("127.0.0.1:{tcp}");
+    assert!(wait_until(Duration::from_secs(20), || tcp_echo(&addr).is_ok()), "{:?}", tcp_echo(&addr));
+    let chain = format!("HYPER-{}", d.inspect("echo")["sandbox"]["id"].as_str().unwrap());
+    d.kill();
+    for table in ["nat", "filter"] {
+        run(Command::new("iptables").args(["-w", "-t", table, "-F", &chain]));
+    }
+    assert!(tcp_echo(&addr).is_err(), "the mapping is gone with its rules");
+    d.restart();
+    assert_eq!(tcp_echo(&addr), Ok("ping over tcp\n".to_string()), "the mapping is back");
+    assert_eq!(udp_echo(&format!("127.0.0.1:{udp}")), Ok("ping over udp".to_string()));
+    d.ok(&["rm", "-f", "echo"]);
+}
+
 /// Something on the pods' bridge that sends the host packets for 127.0.0.1 (a container with a raw socket can,
 /// and so can a VM's guest kernel) does not reach services the host binds to loopback only. Mapping the host's
 /// 127.0.0.1 into pods needs route_localnet on the bridge, which let such packets in (CVE-2020-8558 in

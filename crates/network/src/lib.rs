@@ -340,13 +340,24 @@ impl Network {
     /// this daemon recorded: a mapping is recorded before its rules and its rules are removed before its record,
     /// so every chain of this daemon's has a record. Other daemons on the host keep theirs.
     pub fn reconcile(&self, live: &[String]) -> Result<(), NetworkError> {
+        let allocations = self.allocations()?;
         let owners: std::collections::BTreeSet<String> =
-            self.allocations()?.into_iter().map(|(_, o)| o).chain(self.all_ports()?.into_iter().map(|(o, _)| o)).collect();
+            allocations.iter().map(|(_, o)| o.clone()).chain(self.all_ports()?.into_iter().map(|(o, _)| o)).collect();
         for o in owners {
             if !live.contains(&o) {
                 log::info!("network: releasing leftovers of sandbox {o}");
                 self.clear_ports(&o)?;
                 self.release(&o)?;
+            }
+        }
+        // What lives keeps its mappings: a firewall reloaded or flushed while the daemon was away took their
+        // rules (the base rules are set up again at every start too). Replacing a chain is atomic and the same
+        // rules again change nothing.
+        for (address, o) in allocations.iter().filter(|(_, o)| live.contains(o)) {
+            let maps = self.ports_of(o)?;
+            if !maps.is_empty() {
+                let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                iptables::set_sandbox_rules(&self.cfg, o, *address, &maps)?;
             }
         }
         Ok(())
