@@ -186,6 +186,33 @@ fn a_starting_daemon_keeps_another_daemons_port_mappings() {
     drop(b);
 }
 
+/// Two daemons (separate roots) on one bridge would hand out the same addresses and MACs: the second refuses to
+/// start and says why. It used to start, and both first pods got the subnet's .2.
+#[test]
+fn two_daemons_cannot_share_a_bridge() {
+    let a = Daemon::with_driver("ns", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (root, socket) = (dir.path().join("root"), dir.path().join("s"));
+    let mut b = Command::new(hyper_tests::bin_dir().join("hyperd"))
+        .args(["--driver", "ns", "--bridge", &a.bridge(), "--pod-cidr", &format!("{}.0/24", a.subnet_prefix())])
+        .arg("--root")
+        .arg(&root)
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_until(Duration::from_secs(20), || b.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = b.kill();
+    }
+    let out = b.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(ended && !out.status.success(), "a second daemon served on {}: {err}", a.bridge());
+    assert!(err.contains(&format!("bridge {} is in use by another hyperd", a.bridge())), "{err}");
+    assert_eq!(a.json(&["version"])["server"]["version"], serde_json::json!(env!("CARGO_PKG_VERSION")), "the first one serves on");
+}
+
 /// A firewall flushed while the daemon is away (a reload of the host's rules) takes the pods' port mappings: the
 /// daemon puts them back when it starts again. They stayed dead until each pod restarted.
 #[test]

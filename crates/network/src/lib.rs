@@ -138,6 +138,27 @@ pub struct Network {
     cfg: NetworkConfig,
     db: Arc<redb::Database>,
     lock: Arc<std::sync::Mutex<()>>,
+    /// Held while the daemon runs: one daemon per bridge.
+    _bridge_lock: Arc<std::fs::File>,
+}
+
+/// Where the daemons of this host hold a lock per bridge they use.
+const BRIDGE_LOCKS: &str = "/run/hyper/bridges";
+
+/// One daemon per bridge: two daemons with separate roots on one bridge (both default to hyper0 and its subnet)
+/// would hand out the same addresses, and the MACs derived from them, and not see each other's host ports.
+fn lock_bridge(bridge: &str) -> Result<std::fs::File, NetworkError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(BRIDGE_LOCKS).map_err(io(format!("creating {BRIDGE_LOCKS}")))?;
+    let path = format!("{BRIDGE_LOCKS}/{bridge}.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(format!("opening {path}")))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(NetworkError::Config(format!(
+            "bridge {bridge} is in use by another hyperd (it holds {path}): give this one its own --bridge and --pod-cidr"
+        )));
+    }
+    Ok(f)
 }
 
 fn sysctl(path: &str, v: &str) -> Result<(), NetworkError> {
@@ -150,6 +171,7 @@ impl Network {
         if cfg.bridge.is_empty() || cfg.bridge.len() > 15 {
             return Err(NetworkError::Config(format!("bridge name {:?} must have 1 to 15 characters", cfg.bridge)));
         }
+        let bridge_lock = lock_bridge(&cfg.bridge)?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(IPAM).map_err(db_err)?;
         txn.open_table(PORTS).map_err(db_err)?;
@@ -173,7 +195,7 @@ impl Network {
         // DNAT of connections to 127.0.0.1 needs packets from 127/8 to be routable out of the bridge.
         sysctl(&format!("/proc/sys/net/ipv4/conf/{}/route_localnet", cfg.bridge), "1")?;
         iptables::setup_base(&cfg)?;
-        Ok(Network { cfg, db, lock: Arc::new(std::sync::Mutex::new(())) })
+        Ok(Network { cfg, db, lock: Arc::new(std::sync::Mutex::new(())), _bridge_lock: Arc::new(bridge_lock) })
     }
 
     pub fn gateway(&self) -> Ipv4Addr {
