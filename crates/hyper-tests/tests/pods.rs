@@ -312,6 +312,8 @@ pub fn bad_podfiles(driver: &str) {
         ("missing.json", r#"{"containers":[{"image":"127.0.0.1:1/nope/missing:1"}]}"#, "containers[0].image: pulling 127.0.0.1:1/nope/missing:1"),
         ("dup.json", r#"{"containers":[{"name":"a","image":"busybox"},{"name":"a","image":"busybox"}]}"#, "containers[1].name: duplicate container name \"a\""),
         ("host.json", r#"{"hostname":"not_valid!","containers":[{"image":"busybox"}]}"#, "hostname: invalid hostname"),
+        ("ports.json", r#"{"containers":[{"image":"busybox"}],"portmappings":[{"containerPort":80,"hostPort":8080},{"containerPort":81,"hostPort":"8079-8081"}]}"#,
+            "portmappings[1].hostPort: host port 8080 is mapped twice"),
     ];
     for (name, text, expect) in cases {
         let p = dir.join(name);
