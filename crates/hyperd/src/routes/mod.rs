@@ -50,98 +50,60 @@ async fn dispatch(d: Arc<Daemon>, req: Req, method: &Method, path: &str) -> Resu
         r.headers_mut().insert(::http::header::ALLOW, ::http::HeaderValue::from_str(&allowed.join(", ")).expect("method names are header values"));
         return Ok(r);
     };
-    match route {
-        Route::Version => Ok(web::ok(&system::version())),
-        Route::Info => system::info(d).await,
-        Route::Images => images::list(d).await,
-        Route::ImageInspect => images::inspect(d, req).await,
-        Route::Pull => images::pull(d, req).await,
-        Route::Push => images::push(d, req).await,
-        Route::Load => images::load(d, req).await,
-        Route::Save => images::save(d, req).await,
-        Route::Tag => images::tag(d, req).await,
-        Route::ImageRemove => images::remove(d, req).await,
-        Route::Login => images::login(d, req).await,
-        Route::Logout => images::logout(d, req).await,
-        Route::Pods => pods::list(d).await,
-        Route::Create => pods::create(d, req).await,
-        Route::PodRemove => pods::remove(d, req).await,
-        Route::PodInspect => pods::inspect(d, req).await,
-        Route::Start => pods::start(d, req).await,
-        Route::Stop => pods::stop(d, req).await,
-        Route::Replace => pods::replace(d, req).await,
-        Route::Kill => pods::kill(d, req).await,
-        Route::Logs => pods::logs(d, req).await,
-        Route::Attach => pods::attach(d, req).await,
-        Route::Exec => pods::exec(d, req).await,
-        Route::Containers => pods::containers(d).await,
-        Route::Ports => pods::ports(d, req).await,
-        Route::ChangePorts => pods::change_ports(d, req).await,
-    }
+    route.run(d, req).await
 }
 
-/// Every route, found apart from running it so that a known path asked with the wrong method gets 405 and the
-/// methods it takes, not 404.
-#[derive(Debug, Clone, Copy)]
-enum Route {
-    Version,
-    Info,
-    Images,
-    ImageInspect,
-    Pull,
-    Push,
-    Load,
-    Save,
-    Tag,
-    ImageRemove,
-    Login,
-    Logout,
-    Pods,
-    Create,
-    PodRemove,
-    PodInspect,
-    Start,
-    Stop,
-    Replace,
-    Kill,
-    Logs,
-    Attach,
-    Exec,
-    Containers,
-    Ports,
-    ChangePorts,
+/// The routes: each one's method, path, name and handler, once. A route is found apart from running it, so that
+/// a known path asked with the wrong method gets 405 and the methods it takes, not 404.
+macro_rules! routes {
+    ($d:ident, $req:ident; $($method:ident $path:literal $name:ident => $run:expr;)*) => {
+        #[derive(Debug, Clone, Copy)]
+        enum Route {
+            $($name,)*
+        }
+
+        impl Route {
+            fn find(method: &Method, path: &str) -> Option<Route> {
+                match (method, path) {
+                    $((&Method::$method, $path) => Some(Route::$name),)*
+                    _ => None,
+                }
+            }
+
+            async fn run(self, $d: Arc<Daemon>, $req: Req) -> Result<Resp, ApiError> {
+                match self {
+                    $(Route::$name => $run,)*
+                }
+            }
+        }
+    };
 }
 
-impl Route {
-    fn find(method: &Method, path: &str) -> Option<Route> {
-        Some(match (method, path) {
-            (&Method::GET, "/version") => Route::Version,
-            (&Method::GET, "/info") => Route::Info,
-            (&Method::GET, "/images") => Route::Images,
-            (&Method::GET, "/images/inspect") => Route::ImageInspect,
-            (&Method::POST, "/images/pull") => Route::Pull,
-            (&Method::POST, "/images/push") => Route::Push,
-            (&Method::POST, "/images/load") => Route::Load,
-            (&Method::GET, "/images/save") => Route::Save,
-            (&Method::POST, "/images/tag") => Route::Tag,
-            (&Method::DELETE, "/images") => Route::ImageRemove,
-            (&Method::POST, "/auth/login") => Route::Login,
-            (&Method::POST, "/auth/logout") => Route::Logout,
-            (&Method::GET, "/pods") => Route::Pods,
-            (&Method::POST, "/pods") => Route::Create,
-            (&Method::DELETE, "/pods") => Route::PodRemove,
-            (&Method::GET, "/pods/inspect") => Route::PodInspect,
-            (&Method::POST, "/pods/start") => Route::Start,
-            (&Method::POST, "/pods/stop") => Route::Stop,
-            (&Method::POST, "/pods/replace") => Route::Replace,
-            (&Method::POST, "/pods/kill") => Route::Kill,
-            (&Method::GET, "/pods/logs") => Route::Logs,
-            (&Method::POST, "/pods/attach") => Route::Attach,
-            (&Method::POST, "/pods/exec") => Route::Exec,
-            (&Method::GET, "/containers") => Route::Containers,
-            (&Method::GET, "/pods/ports") => Route::Ports,
-            (&Method::POST, "/pods/ports") => Route::ChangePorts,
-            _ => return None,
-        })
-    }
+routes! { d, req;
+    GET "/version" Version => Ok(web::ok(&system::version()));
+    GET "/info" Info => system::info(d).await;
+    GET "/images" Images => images::list(d).await;
+    GET "/images/inspect" ImageInspect => images::inspect(d, req).await;
+    POST "/images/pull" Pull => images::pull(d, req).await;
+    POST "/images/push" Push => images::push(d, req).await;
+    POST "/images/load" Load => images::load(d, req).await;
+    GET "/images/save" Save => images::save(d, req).await;
+    POST "/images/tag" Tag => images::tag(d, req).await;
+    DELETE "/images" ImageRemove => images::remove(d, req).await;
+    POST "/auth/login" Login => images::login(d, req).await;
+    POST "/auth/logout" Logout => images::logout(d, req).await;
+    GET "/pods" Pods => pods::list(d).await;
+    POST "/pods" Create => pods::create(d, req).await;
+    DELETE "/pods" PodRemove => pods::remove(d, req).await;
+    GET "/pods/inspect" PodInspect => pods::inspect(d, req).await;
+    POST "/pods/start" Start => pods::start(d, req).await;
+    POST "/pods/stop" Stop => pods::stop(d, req).await;
+    POST "/pods/replace" Replace => pods::replace(d, req).await;
+    POST "/pods/kill" Kill => pods::kill(d, req).await;
+    GET "/pods/logs" Logs => pods::logs(d, req).await;
+    POST "/pods/attach" Attach => pods::attach(d, req).await;
+    POST "/pods/exec" Exec => pods::exec(d, req).await;
+    GET "/containers" Containers => pods::containers(d).await;
+    GET "/pods/ports" Ports => pods::ports(d, req).await;
+    POST "/pods/ports" ChangePorts => pods::change_ports(d, req).await;
 }
