@@ -94,6 +94,12 @@ pub fn port_mappings_and_pod_to_pod(driver: &str) {
     assert_eq!(tcp_echo(&format!("127.0.0.1:{}", h + 1)).unwrap(), "ping over tcp\n");
     assert!(tcp_echo(&format!("127.0.0.1:{h}")).is_err(), "nothing listens on 6999");
     d.ok(&["ports", "rm", "echo", "-p", &format!("{h}-{}:6999-7000", h + 1)]);
+    // A range onto one port: every host port of it.
+    d.ok(&["ports", "add", "echo", "-p", &format!("{h}-{}:7000", h + 1)]);
+    for p in [h, h + 1] {
+        assert_eq!(tcp_echo(&format!("127.0.0.1:{p}")).unwrap(), "ping over tcp\n", "host port {p}");
+    }
+    d.ok(&["ports", "rm", "echo", "-p", &format!("{h}-{}:7000", h + 1)]);
     // Conflicting host ports are refused, with nothing started.
     let pf2 = echo_pod(&d, "clash", tcp, free_port());
     d.ok(&["create", "-p", &pf2]);

@@ -133,12 +133,13 @@ pub fn set_sandbox_rules(_cfg: &NetworkConfig, owner: &str, address: Ipv4Addr, m
     for m in maps {
         let p = m.protocol.name();
         let dst = m.host_ip.map(|ip| format!(" -d {ip}")).unwrap_or_default();
-        if m.host_port == m.container_port {
+        if m.host_port == m.container_port || m.container_port == m.container_port_end {
             let to = format!("{address}:{}", range(m.container_port, m.container_port_end, '-'));
             nat.push_str(&format!("-A {chain}{dst} -p {p} -m {p} --dport {} -j DNAT --to-destination {to}\n", range(m.host_port, m.host_port_end, ':')));
         } else {
             // A range onto another range, a rule per port: DNAT to a port range keeps a port only if it lies
-            // in the range, and sends every other one to the range's first port.
+            // in the range, and sends every other one to the range's first port. (A range onto one port, and
+            // a range onto itself, are one rule, above.)
             for (h, c) in (m.host_port..=m.host_port_end).zip(m.container_port..=m.container_port_end) {
                 nat.push_str(&format!("-A {chain}{dst} -p {p} -m {p} --dport {h} -j DNAT --to-destination {address}:{c}\n"));
             }

@@ -365,24 +365,34 @@ impl Network {
         let allocations = self.allocations()?;
         let owners: std::collections::BTreeSet<String> =
             allocations.iter().map(|(_, o)| o.clone()).chain(self.all_ports()?.into_iter().map(|(o, _)| o)).collect();
+        // Each owner on its own: one that fails leaves the others' leftovers and rules no worse off.
+        let mut first_error = None;
         for o in owners {
             if !live.contains(&o) {
                 log::info!("network: releasing leftovers of sandbox {o}");
-                self.clear_ports(&o)?;
-                self.release(&o)?;
+                if let Err(e) = self.clear_ports(&o).and_then(|()| self.release(&o)) {
+                    log::warn!("network: releasing leftovers of sandbox {o}: {e}");
+                    first_error.get_or_insert(e);
+                }
             }
         }
         // What lives keeps its mappings: a firewall reloaded or flushed while the daemon was away took their
         // rules (the base rules are set up again at every start too). Replacing a chain is atomic and the same
         // rules again change nothing.
         for (address, o) in allocations.iter().filter(|(_, o)| live.contains(o)) {
-            let maps = self.ports_of(o)?;
-            if !maps.is_empty() {
+            let put_back = self.ports_of(o).and_then(|maps| {
+                if maps.is_empty() {
+                    return Ok(());
+                }
                 let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-                iptables::set_sandbox_rules(&self.cfg, o, *address, &maps)?;
+                iptables::set_sandbox_rules(&self.cfg, o, *address, &maps)
+            });
+            if let Err(e) = put_back {
+                log::warn!("network: putting back the port mappings of sandbox {o}: {e}");
+                first_error.get_or_insert(e);
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
