@@ -39,7 +39,7 @@ fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
     let mut parts = Vec::new();
     for (key, label) in [("hypervisor_log", "hypervisor log"), ("log", "sandbox log")] {
         let Some(path) = s.details.get(key) else { continue };
-        let tail = log_tail(std::path::Path::new(path), 5);
+        let tail = sandbox::log_tail(std::path::Path::new(path), 5);
         if !tail.is_empty() {
             parts.push(format!("{label}: {}", tail.join(" | ")));
         }
@@ -48,28 +48,6 @@ fn with_log_tail(e: PodError, s: &SandboxState) -> PodError {
         return e;
     }
     with_note(e, &format!(" ({})", parts.join("; ")))
-}
-
-/// The last `n` lines of a log that is not blank, each cut to 300 characters, from the log's last 64 KiB read as
-/// UTF-8 where it is (the guest writes the console: it may be anything, and of any length).
-fn log_tail(path: &std::path::Path, n: usize) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut bytes = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 << 10))).and_then(|_| f.take(64 << 10).read_to_end(&mut bytes));
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    // (A VM from the cache said it waited for a host: no news about what failed.)
-    let mut tail: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && l.trim() != agent_proto::VM_PARKED_MARK)
-        .rev()
-        .take(n)
-        .map(|l| if l.chars().count() > 300 { format!("{}...", l.chars().take(300).collect::<String>()) } else { l.to_string() })
-        .collect();
-    tail.reverse();
-    tail
 }
 
 /// `e` with `note` appended to its message, as a sandbox error.
@@ -490,8 +468,10 @@ impl Engine {
     /// is the answer (the caller ends the sandbox, and with it whatever started after).
     async fn record_starts(&self, rec: &mut PodRecord, starts: Vec<(PendingReply, Streams, (u64, u64))>) -> Result<(), PodError> {
         // One limit for all of them: the agent answers in order, and one that never does would otherwise hold
-        // the pod's lock for the limit once per container.
-        let deadline = tokio::time::Instant::now() + crate::agent::ANSWER_LIMIT;
+        // the pod's lock for the limit once per container. (Half a minute more for each container after the
+        // first: a start is seconds at most.)
+        let more = Duration::from_secs(30) * (rec.containers.len().saturating_sub(1) as u32);
+        let deadline = tokio::time::Instant::now() + crate::agent::ANSWER_LIMIT + more;
         for (c, (reply, (stdout, stderr, stdin), log_base)) in rec.containers.iter_mut().zip(starts) {
             let pid = match reply.wait_timeout(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
                 Ok(Reply::Started { pid }) => pid,
@@ -1196,7 +1176,7 @@ fn host_if_of(id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{log_tail, resolv_conf};
+    use super::resolv_conf;
 
     fn v(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()
@@ -1218,21 +1198,4 @@ mod tests {
         assert_eq!(resolv_conf("", &v(&["198.51.100.7"]), &v(&["a", "b"]), &v(&["rotate"])), "nameserver 198.51.100.7\nsearch a b\noptions rotate\n");
     }
 
-    /// The guest writes its console: a start error quotes its end however long it is, whatever its bytes.
-    #[test]
-    fn a_log_tail_is_its_last_lines_whatever_the_log_holds() {
-        let t = tempfile::tempdir().unwrap();
-        let p = t.path().join("console.log");
-        let mut log = vec![b'x'; 200 << 10];
-        log.extend_from_slice(b"\nboot\n\xff\xfe broken bytes\n\n");
-        log.extend(std::iter::repeat_n(b'y', 1000));
-        log.extend_from_slice(b"\nKernel panic - not syncing\n");
-        std::fs::write(&p, &log).unwrap();
-        let tail = log_tail(&p, 3);
-        assert_eq!(tail.len(), 3, "{tail:?}");
-        assert_eq!(tail[0], "\u{fffd}\u{fffd} broken bytes");
-        assert_eq!(tail[1].len(), 303, "a long line is cut");
-        assert_eq!(tail[2], "Kernel panic - not syncing");
-        assert!(log_tail(&t.path().join("none"), 3).is_empty());
-    }
 }

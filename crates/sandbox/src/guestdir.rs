@@ -11,7 +11,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -62,19 +62,7 @@ impl GuestDir {
     /// Opens `rel` below the directory: no symlink, no `..` out of it, no magic link is followed (ELOOP or
     /// EXDEV if the guest left one on the way). Mounts on the way are crossed.
     pub fn open_beneath(&self, rel: &str, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
-        let c = cstring(rel.trim_start_matches('/'))?;
-        // SAFETY: open_how is a plain C struct for which all-zero is valid (and required for unused fields).
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (flags | libc::O_CLOEXEC) as u64;
-        how.mode = if flags & libc::O_CREAT != 0 { u64::from(mode) } else { 0 };
-        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: `c` is a valid C string and `how` a valid open_how that outlives the call; the kernel copies both.
-        let fd = unsafe { libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        sys::openat2(self.fd.as_raw_fd(), rel, flags, mode, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS)
     }
 
     /// Makes the directory `rel` and its parents below the directory where missing; returns it (`O_PATH`). A
@@ -102,10 +90,20 @@ impl GuestDir {
         self.open_beneath(&at, libc::O_PATH | libc::O_DIRECTORY, 0)
     }
 
-    /// Makes the empty file `rel` (its directory must exist) where missing; returns it (`O_PATH`).
+    /// Makes the empty file `rel` (its directory must exist) where missing; returns it (`O_PATH`). What is there
+    /// already is never opened but looked at: a regular file only (the guest can leave a device node or a FIFO,
+    /// which opening alone could act on).
     pub fn make_file(&self, rel: &str) -> io::Result<OwnedFd> {
-        drop(self.open_beneath(rel, libc::O_CREAT | libc::O_WRONLY | libc::O_NONBLOCK, 0o644)?);
-        self.open_beneath(rel, libc::O_PATH, 0)
+        match self.open_beneath(rel, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644) {
+            Ok(f) => drop(f),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        let fd = self.open_beneath(rel, libc::O_PATH, 0)?;
+        if !std::fs::File::from(fd.try_clone()?).metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{rel} is not a regular file")));
+        }
+        Ok(fd)
     }
 
     /// Whether something is mounted on `rel` (a top-level name of this directory, or deeper): its mount

@@ -103,6 +103,28 @@ pub(crate) fn unplug(host_if: &str) -> Result<(), String> {
     }
 }
 
+/// The last `n` lines of a log that is not blank, each cut to 300 characters, from the log's last 64 KiB read as
+/// UTF-8 where it is (the guest writes the console: it may be anything, and of any length).
+pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 << 10))).and_then(|_| f.take(64 << 10).read_to_end(&mut bytes));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    // (A VM from the cache said it waited for a host: no news about what failed.)
+    let mut tail: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && l.trim() != agent_proto::VM_PARKED_MARK)
+        .rev()
+        .take(n)
+        .map(|l| if l.chars().count() > 300 { format!("{}...", l.chars().take(300).collect::<String>()) } else { l.to_string() })
+        .collect();
+    tail.reverse();
+    tail
+}
+
 /// A running sandbox, as persisted by the daemon (so a restarted daemon finds it again).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SandboxState {
@@ -469,5 +491,23 @@ mod tests {
         assert!(s.process_alive(), "a record from before boot ids were kept");
         let old: SandboxState = serde_json::from_str(r#"{"id":"sb","driver":"ns","pid":1,"start_time":2,"socket":"/s","dir":"/d","started":""}"#).unwrap();
         assert_eq!(old.boot_id, "");
+    }
+
+    /// The guest writes its console: a start error quotes its end however long it is, whatever its bytes.
+    #[test]
+    fn a_log_tail_is_its_last_lines_whatever_the_log_holds() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("console.log");
+        let mut log = vec![b'x'; 200 << 10];
+        log.extend_from_slice(b"\nboot\n\xff\xfe broken bytes\n\n");
+        log.extend(std::iter::repeat_n(b'y', 1000));
+        log.extend_from_slice(b"\nKernel panic - not syncing\n");
+        std::fs::write(&p, &log).unwrap();
+        let tail = log_tail(&p, 3);
+        assert_eq!(tail.len(), 3, "{tail:?}");
+        assert_eq!(tail[0], "\u{fffd}\u{fffd} broken bytes");
+        assert_eq!(tail[1].len(), 303, "a long line is cut");
+        assert_eq!(tail[2], "Kernel panic - not syncing");
+        assert!(log_tail(&t.path().join("none"), 3).is_empty());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -32,22 +32,9 @@ impl RootDir {
 
     /// Opens `path` inside the root, following symlinks within it.
     pub fn open_in(&self, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-        let c = CString::new(path.trim_start_matches('/'))?;
-        // SAFETY: open_how is a plain C struct for which all-zero is valid (and required for unused fields).
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         // openat2 refuses O_PATH with any flag but O_DIRECTORY, O_NOFOLLOW and O_CLOEXEC.
         let extra = if flags & libc::O_PATH != 0 { 0 } else { libc::O_NOCTTY };
-        how.flags = (flags | libc::O_CLOEXEC | extra) as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: `c` is a valid C string and `how` a valid open_how that outlives the call; the kernel copies both.
-        let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        crate::sys::openat2(self.fd.as_raw_fd(), path, flags | extra, 0, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
     }
 
     /// Creates the mount points every container gets (directories `dirs` at the root, empty files `files` as

@@ -2,6 +2,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::fd::RawFd;
 use std::path::Path;
 
 fn cstr(p: &Path) -> std::io::Result<CString> {
@@ -81,4 +82,22 @@ fn unescape(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `openat2(2)` of `path` (leading `/`s dropped) from the directory `dir`, with `resolve`'s limits on the walk.
+pub fn openat2(dir: RawFd, path: &str, flags: libc::c_int, mode: u32, resolve: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = CString::new(path.trim_start_matches('/')).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // SAFETY: open_how is a plain C struct for which all-zero is valid (and required for unused fields).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = if flags & libc::O_CREAT != 0 { u64::from(mode) } else { 0 };
+    how.resolve = resolve;
+    // SAFETY: `c` is a valid C string and `how` a valid open_how that outlive the call; the kernel copies both.
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, dir, c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
 }

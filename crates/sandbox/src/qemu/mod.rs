@@ -183,7 +183,10 @@ impl QemuDriver {
     /// Makes the share a private mount and creates the tap (`plug`: into its bridge, and up).
     fn prepare_host(&self, cfg: &SandboxConfig, share: &Path, plug: bool) -> Result<(), SandboxError> {
         // The share directory is a private mount of its own: what the driver mounts in it goes nowhere else.
+        // nodev and nosuid: the guest can make device nodes and setuid files in the share (9p passthrough makes
+        // them real), which must mean nothing on the host, QEMU's opens included.
         sys::mount(&share.display().to_string(), share, None, libc::MS_BIND, None)
+            .and_then(|_| sys::mount(&share.display().to_string(), share, None, GUEST_WRITABLE_REMOUNT, None))
             .and_then(|_| sys::propagation(share, libc::MS_PRIVATE))
             .map_err(io_err(format!("making {} a private mount", share.display())))?;
         if let Some(nic) = &cfg.nic {
@@ -413,7 +416,8 @@ impl Driver for QemuDriver {
         let lower: Vec<String> = c.lowers.iter().rev().map(|p| p.display().to_string()).collect();
         let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), c.upper.display(), c.work.display());
         if !share.is_mounted(&rel).map_err(io_err(format!("looking at {}", at.display())))? {
-            GuestDir::mount_on(&dir, "overlay", Some("overlay"), 0, Some(&data)).map_err(io_err(format!("mounting the overlay of {}", c.id)))?;
+            GuestDir::mount_on(&dir, "overlay", Some("overlay"), libc::MS_NODEV | libc::MS_NOSUID, Some(&data))
+                .map_err(io_err(format!("mounting the overlay of {}", c.id)))?;
         }
         // Made here, while the guest sets the pod up: over 9p, each mount point the guest has to look for and
         // create costs it a few round trips and ms of emulated kernel work.
@@ -446,6 +450,11 @@ impl Driver for QemuDriver {
         let target = if is_dir { share.make_dir(&rel) } else { share.make_file(&rel) }.map_err(io_err(format!("creating {}", at.display())))?;
         if !share.is_mounted(&rel).map_err(io_err(format!("looking at {}", at.display())))? {
             GuestDir::mount_on(&target, &host.display().to_string(), None, libc::MS_BIND | libc::MS_REC, None)
+                .and_then(|_| {
+                    // The bind's root now (`target` is the directory it covers).
+                    let top = share.open_beneath(&rel, libc::O_PATH, 0)?;
+                    GuestDir::mount_on(&top, "none", None, GUEST_WRITABLE_REMOUNT, None)
+                })
                 .map_err(io_err(format!("sharing {}", host.display())))?;
         }
         Ok(format!("{GUEST_SHARE}/vol-{name}"))
@@ -492,22 +501,15 @@ impl Driver for QemuDriver {
 }
 
 /// The last lines of a VM directory's QEMU log and console (for an error about a directory that is removed with
-/// the failure): the last 4 KiB of each, read as UTF-8 where they are.
+/// the failure).
 fn logs_tail(dir: &Path) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut parts = Vec::new();
-    for (file, label) in [("qemu.log", "QEMU"), (console::FILE, "console")] {
-        let mut bytes = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(dir.join(file)) {
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.seek(SeekFrom::Start(len.saturating_sub(4096))).and_then(|_| f.take(4096).read_to_end(&mut bytes));
-        }
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        if !lines.is_empty() {
-            parts.push(format!("{label}: {}", lines[lines.len().saturating_sub(3)..].join(" | ")));
-        }
-    }
+    let parts: Vec<String> = [("qemu.log", "QEMU"), (console::FILE, "console")]
+        .iter()
+        .filter_map(|(file, label)| {
+            let lines = crate::log_tail(&dir.join(file), 3);
+            (!lines.is_empty()).then(|| format!("{label}: {}", lines.join(" | ")))
+        })
+        .collect();
     if parts.is_empty() { "its logs are empty".into() } else { parts.join("; ") }
 }
 
@@ -531,6 +533,9 @@ fn gone_within(pid: i32, start: u64, limit: Duration) -> bool {
     }
     true
 }
+
+/// The flags of what the guest can write to, on the host: its device nodes and setuid files mean nothing there.
+const GUEST_WRITABLE_REMOUNT: libc::c_ulong = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV | libc::MS_NOSUID;
 
 /// Removes what a VM that failed to start (or was discarded) had on the host: its tap, its mounts, its directory.
 fn remove_from_host(dir: &Path, tap: Option<&str>) {
