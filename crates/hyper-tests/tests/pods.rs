@@ -739,7 +739,9 @@ pub fn confinement(driver: &str) {
     let pf = d.podfile("cwd2.json", &json!({"id": "cwd2", "containers": [{"name": "a", "image": "busybox", "command": ["sleep", "1000"]},
         {"name": "b", "image": "busybox", "command": ["true"], "workdir": "/proc/2/root/made-by-b"}]}));
     d.ok(&["create", "-p", &pf]);
-    let _ = d.hyper(&["start", "cwd2"]);
+    // (The containers start in the podfile's order: a's process is the pod's PID 2, after pod-init.)
+    let err = d.fails(&["start", "cwd2"]);
+    assert!(err.contains("creating /proc/2/root/made-by-b"), "{err}");
     let pod = d.inspect("cwd2");
     let upper = d.root.join("pods").join(pod["id"].as_str().unwrap()).join("containers").join(pod["containers"][0]["id"].as_str().unwrap()).join("upper");
     assert!(upper.is_dir(), "{}", upper.display());

@@ -382,10 +382,10 @@ pub fn unlinkat(dir: &impl AsRawFd, name: &OsStr) -> io::Result<()> {
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) }).map(|_| ())
 }
 
-pub fn chown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::lchown(p.as_ptr(), uid, gid) }).map(|_| ())
+/// Changes the owner of what `fd` refers to (an `O_PATH` descriptor will do: `AT_EMPTY_PATH`).
+pub fn fchown_fd(fd: &impl AsRawFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: a valid descriptor and an empty C string literal.
+    check(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) }).map(|_| ())
 }
 
 pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {

@@ -354,8 +354,9 @@ fn run_process(p: &ProcessConfig, hostname: &str, create_cwd: bool, sock: &mut U
         let env = environment(p, &id, hostname);
         let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
         if create_cwd && std::fs::metadata(cwd).is_err() {
-            mkdir_p(Path::new(cwd))?;
-            let _ = sys::chown(Path::new(cwd), id.uid, id.gid);
+            // Owned by the process's user, through the descriptor made: the path could lead elsewhere by now.
+            let dir = mkdir_p(Path::new(cwd))?;
+            let _ = sys::fchown_fd(&dir, id.uid, id.gid);
         }
         ctx(std::env::set_current_dir(cwd), || format!("working directory {cwd}"))?;
         // A working directory reached through a magic link (/proc/<pid>/cwd or root of a process outside the
