@@ -23,9 +23,10 @@ pub enum Inbound {
     Disconnected(String),
 }
 
-/// How much the agent may have sent that the daemon is not done with (written to a log, delivered to an exec's
-/// client), counting 64 bytes per message besides its data. The agent's flow control keeps a well-behaved one
-/// far below (a window per stream); one past it is cut off rather than grow the daemon without bound.
+/// How much the agent may have sent that the daemon has not taken in yet (a message is taken in once the pump
+/// is done with it: written to a log, handed to an exec's forwarder, whose queue the exec's window bounds),
+/// counting 64 bytes per message besides its data. Only a pump that cannot keep up lets this grow; an agent
+/// past it is cut off rather than grow the daemon without bound.
 pub const INBOUND_LIMIT: u64 = 64 << 20;
 
 /// A received message's share of [`INBOUND_LIMIT`], given back when dropped: when the daemon is done with the
@@ -467,8 +468,16 @@ mod tests {
             }
             false
         });
-        // Nobody takes the messages in (a pump stuck on a slow disk, say) until the connection is cut.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Nobody takes the messages in (a pump stuck on a slow disk, say) until the connection is cut: a request
+        // fails at once from then on (this agent answers none).
+        let cut = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let e = client.send(Request::ResetPod).await.wait_timeout(Duration::from_millis(50)).await.unwrap_err();
+            if e.message.contains("agent connection lost") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < cut, "never cut off: {e}");
+        }
         let mut queued = 0u64;
         let reason = loop {
             match rx.recv().await {

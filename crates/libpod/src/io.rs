@@ -148,7 +148,9 @@ impl Engine {
                 inner.routes.insert(s, Route::Exec { exec: id.clone(), stderr: true });
             }
             let streams = [Some(stdout), stderr, stdin_stream].into_iter().flatten().collect();
-            inner.execs.insert(id.clone(), ExecRt { forward: crate::runtime::exec_forwarder(rt.agent.clone(), id.clone(), otx, etx), streams });
+            let acked = Arc::new([std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)]);
+            let forward = crate::runtime::exec_forwarder(rt.agent.clone(), id.clone(), otx, etx, acked.clone());
+            inner.execs.insert(id.clone(), ExecRt { forward, acked, streams });
         }
         let acked = stdin_stream.map(|s| rt.add_input(s));
         let process = ProcessConfig {

@@ -106,7 +106,10 @@ impl LogWriter {
             writeln!(f, "{} {}", self.stdout, self.stderr)?;
             f.sync_all()?;
         }
-        std::fs::rename(&self.path, previous_path(&self.path))?;
+        // (A rotation that failed after this rename, opening the new file, is taken up again from here.)
+        if self.path.exists() {
+            std::fs::rename(&self.path, previous_path(&self.path))?;
+        }
         std::fs::rename(&tmp, with_suffix(&self.path, ".base"))?;
         self.file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&self.path)?;
         self.size = 0;

@@ -37,15 +37,17 @@ pub(crate) struct ContainerRt {
 #[derive(Debug)]
 pub(crate) struct ExecRt {
     pub forward: mpsc::UnboundedSender<ExecMsg>,
+    /// What the forwarder has acknowledged of the exec's stdout and stderr: the agent may be at most a window
+    /// ahead, and output beyond is refused (the forwarder's queue is bounded by the window, not by the agent).
+    pub acked: Arc<[std::sync::atomic::AtomicU64; 2]>,
     /// Its streams (output, and input if it has one), forgotten when it ends.
     pub streams: Vec<u32>,
 }
 
 #[derive(Debug)]
 pub(crate) enum ExecMsg {
-    /// Output, and the stream offset to acknowledge once the client has it; the message's share of the
-    /// agent's inbound limit, given back then.
-    Data { chunk: Chunk, stream: u32, end: u64, charge: crate::agent::Charge },
+    /// Output, and the stream offset to acknowledge once the client has it.
+    Data { chunk: Chunk, stream: u32, end: u64 },
     /// The exit code, after the output; `remove`: tell the agent to forget the exec once it is delivered.
     Exit { code: i32, remove: bool },
 }
@@ -58,20 +60,22 @@ pub(crate) fn exec_forwarder(
     id: String,
     out: mpsc::Sender<Chunk>,
     exit: oneshot::Sender<i32>,
+    acked: Arc<[std::sync::atomic::AtomicU64; 2]>,
 ) -> mpsc::UnboundedSender<ExecMsg> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut out = Some(out);
         while let Some(m) = rx.recv().await {
             match m {
-                ExecMsg::Data { chunk, stream, end, charge } => {
+                ExecMsg::Data { chunk, stream, end } => {
+                    let which = usize::from(matches!(chunk, Chunk::Stderr(_)));
                     if let Some(o) = &out {
                         if o.send(chunk).await.is_err() {
                             out = None; // the client went away: the rest is acknowledged and dropped
                         }
                     }
                     agent.send_ack(stream, end);
-                    drop(charge);
+                    acked[which].fetch_max(end, std::sync::atomic::Ordering::SeqCst);
                 }
                 ExecMsg::Exit { code, remove } => {
                     let _ = exit.send(code);
@@ -168,9 +172,9 @@ impl Runtime {
 
 /// Consumes everything the agent sends besides responses, in order, for one running pod.
 pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: crate::agent::Inbox) {
-    // Each message's charge is given back when the daemon is done with it (see agent::INBOUND_LIMIT): at the
-    // end of its turn here, or, for an exec's output, once its client has it.
-    while let Some((msg, charge)) = rx.recv().await {
+    // Each message's charge is given back when the daemon is done with it (see agent::INBOUND_LIMIT), at the
+    // end of its turn here. (An exec's output waits for its client in its forwarder, bounded by the window.)
+    while let Some((msg, _charge)) = rx.recv().await {
         match msg {
             Inbound::Data { stream, offset, data } => {
                 // The agent's numbers are not trusted: a bogus offset must not overflow.
@@ -239,9 +243,16 @@ pub(crate) async fn pump(engine: Arc<Engine>, rt: Arc<Runtime>, mut rx: crate::a
                     }
                     Route::Exec { exec, stderr } => {
                         let chunk = if stderr { Chunk::Stderr(Bytes::from(data)) } else { Chunk::Stdout(Bytes::from(data)) };
-                        let forward = rt.lock().execs.get(&exec).map(|e| e.forward.clone());
+                        let target = rt.lock().execs.get(&exec).map(|e| (e.forward.clone(), e.acked.clone()));
+                        if let Some((_, acked)) = &target {
+                            let got = acked[usize::from(stderr)].load(std::sync::atomic::Ordering::SeqCst);
+                            if end > got.saturating_add(agent_proto::WINDOW) {
+                                log::error!("pod {}: exec {exec} sent output past its window ({end} with {got} acknowledged): dropped", rt.pod_id());
+                                continue;
+                            }
+                        }
                         // Acknowledged by the exec's forwarder once its client has it.
-                        if forward.is_none_or(|f| f.send(ExecMsg::Data { chunk, stream, end, charge }).is_err()) {
+                        if target.is_none_or(|(f, _)| f.send(ExecMsg::Data { chunk, stream, end }).is_err()) {
                             rt.agent.send_ack(stream, end);
                         }
                     }

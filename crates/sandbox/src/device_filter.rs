@@ -189,7 +189,21 @@ fn load(insns: &[Insn], log: Option<&mut [u8]>) -> std::io::Result<OwnedFd> {
 /// until it is removed.
 pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<(), SandboxError> {
     let insns = program(rules);
-    let prog = load(&insns, None).map_err(|e| {
+    let prog = load(&insns, None)
+        .or_else(|e| {
+            // Before Linux 5.11 a program is charged to RLIMIT_MEMLOCK (64 KiB by default, which systemd's own
+            // device programs use up): raise it and load again, as runc does.
+            if e.raw_os_error() != Some(libc::EPERM) {
+                return Err(e);
+            }
+            let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+            // SAFETY: a valid rlimit for the call's duration.
+            if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+                return Err(e);
+            }
+            load(&insns, None)
+        })
+        .map_err(|e| {
         // Load again with the verifier's log, to say why.
         let mut log = vec![0u8; 64 * 1024];
         let why = match load(&insns, Some(&mut log)) {

@@ -40,7 +40,7 @@ async fn dispatch(d: Arc<Daemon>, req: Req, method: &Method, path: &str) -> Resu
         ));
     };
     let Some(route) = Route::find(method, rest) else {
-        let allowed: Vec<&str> = [Method::GET, Method::POST, Method::DELETE].iter().filter(|m| Route::find(m, rest).is_some()).map(|m| m.as_str()).collect();
+        let allowed = Route::methods_for(rest);
         if allowed.is_empty() {
             return Err(api_error(ErrorKind::NotFound, format!("no route for {method} {path}")));
         }
@@ -68,6 +68,15 @@ macro_rules! routes {
                     $((&Method::$method, $path) => Some(Route::$name),)*
                     _ => None,
                 }
+            }
+
+            /// The methods `path` takes, in the table's order.
+            fn methods_for(path: &str) -> Vec<&'static str> {
+                let mut v: Vec<&'static str> = Vec::new();
+                $(if path == $path && !v.contains(&stringify!($method)) {
+                    v.push(stringify!($method));
+                })*
+                v
             }
 
             async fn run(self, $d: Arc<Daemon>, $req: Req) -> Result<Resp, ApiError> {
