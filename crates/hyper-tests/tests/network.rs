@@ -219,6 +219,34 @@ fn two_daemons_cannot_share_a_bridge() {
     assert_eq!(a.json(&["version"])["server"]["version"], serde_json::json!(env!("CARGO_PKG_VERSION")), "the first one serves on");
 }
 
+/// A UDP flow to a pod's published port does not follow the pod's address to the next pod given it: the
+/// kernel's tracking of the flow (and its translation to the address) goes when the address is freed. The
+/// next pod used to get the old pod's traffic, published port or not.
+#[test]
+fn a_freed_address_takes_its_udp_flows_along() {
+    let d = Daemon::with_driver("ns", &[]);
+    d.ok(&["load", "-i", hyper_tests::fixtures_dir().join("nettools.tar").to_str().unwrap()]);
+    let udp = free_port();
+    let pf = d.podfile("a.json", &json!({"id": "a", "containers": [{"image": "nettools", "command": ["nettool", "udp-echo", "7001"]}],
+        "portmappings": [{"containerPort": 7001, "hostPort": udp, "protocol": "udp"}]}));
+    d.ok(&["run", "-d", &pf]);
+    let ip = d.inspect("a")["ip"].as_str().unwrap().to_string();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.connect(("127.0.0.1", udp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 64];
+    let answered = |what: &[u8], buf: &mut [u8]| (0..10).any(|_| s.send(what).is_ok() && s.recv(buf).is_ok());
+    assert!(answered(b"to a", &mut buf), "pod a answers through its published port");
+    d.ok(&["rm", "-f", "a"]);
+    let pf = d.podfile("b.json", &json!({"id": "b", "containers": [{"image": "nettools", "command": ["nettool", "udp-echo", "7001"]}]}));
+    d.ok(&["run", "-d", &pf]);
+    assert_eq!(d.inspect("b")["ip"].as_str().unwrap(), ip, "b has a's address");
+    // b listens (it answers on its own address), and publishes nothing.
+    assert_eq!(udp_echo(&format!("{ip}:7001")), Ok("ping over udp".to_string()));
+    assert!(!answered(b"to b?", &mut buf), "the flow to a's published port reached b");
+    d.ok(&["rm", "-f", "b"]);
+}
+
 /// A firewall flushed while the daemon is away (a reload of the host's rules) takes the pods' port mappings: the
 /// daemon puts them back when it starts again. They stayed dead until each pod restarted.
 #[test]

@@ -1,6 +1,8 @@
 //! A minimal rtnetlink client: just what pod networking needs (bridges, veth pairs, link state, IPv4 addresses
 //! and routes), without dependencies, so the static agent can use it too.
 
+pub mod conntrack;
+
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -237,14 +237,28 @@ impl Network {
     pub fn release(&self, owner: &str) -> Result<(), NetworkError> {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let txn = self.db.begin_write().map_err(db_err)?;
-        {
+        let freed = {
             let mut t = txn.open_table(IPAM).map_err(db_err)?;
             let mine: Vec<u32> = t.iter().map_err(db_err)?.filter_map(|i| i.ok()).filter(|(_, v)| v.value() == owner).map(|(k, _)| k.value()).collect();
-            for k in mine {
-                t.remove(k).map_err(db_err)?;
+            for k in &mine {
+                t.remove(*k).map_err(db_err)?;
+            }
+            mine
+        };
+        txn.commit().map_err(db_err)?;
+        // The flows the kernel still tracks to a freed address go too (before anyone can be given it: the
+        // lock is held): a UDP client that keeps sending to a port the pod published would otherwise go on to
+        // the next pod given the address. Docker does the same. Best effort: without ctnetlink they only go
+        // when they time out.
+        for k in freed {
+            let a = Ipv4Addr::from(k);
+            match netlink::conntrack::forget_address(a) {
+                Ok(0) => {}
+                Ok(n) => log::debug!("network: forgot {n} tracked flows of {a}"),
+                Err(e) => log::warn!("network: forgetting the tracked flows of {a}: {e}"),
             }
         }
-        txn.commit().map_err(db_err)
+        Ok(())
     }
 
     /// Every (address, owner) allocated.
