@@ -276,7 +276,8 @@ impl LogCursor {
             // then go on to the file that came after it.
             let meta = file.metadata()?;
             let me = Some((meta.dev(), meta.ino()));
-            if inode(&self.path) == me || inode(&self.path).is_none() {
+            let current = inode(&self.path);
+            if current == me || current.is_none() {
                 return Ok(vec![]);
             }
             let rest = read_batch(file, &mut self.pos, max_bytes)?;
@@ -285,7 +286,8 @@ impl LogCursor {
             }
             let previous = previous_path(&self.path);
             // The previous file is newer than this one if this one was rotated away twice since.
-            let next = if inode(&previous).is_some() && inode(&previous) != me { previous } else { self.path.clone() };
+            let prev = inode(&previous);
+            let next = if prev.is_some() && prev != me { previous } else { self.path.clone() };
             match File::open(&next) {
                 Ok(f) => {
                     self.file = Some(f);

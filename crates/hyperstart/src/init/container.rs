@@ -30,7 +30,7 @@ fn mkdir_p(p: &Path) -> R<OwnedFd> {
     if let Ok(d) = sys::open_in_root(&root, p, libc::O_PATH | libc::O_DIRECTORY) {
         return Ok(d);
     }
-    let mut dir = sys::open_in_root(&root, Path::new("/"), libc::O_PATH | libc::O_DIRECTORY).map_err(fail)?;
+    let mut dir = OwnedFd::from(root.try_clone().map_err(fail)?);
     let mut so_far = PathBuf::from("/");
     for part in p.components() {
         let name = match part {
